@@ -1,0 +1,3 @@
+from uniapl.cli import main
+
+raise SystemExit(main())

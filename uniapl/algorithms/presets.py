@@ -1,0 +1,32 @@
+"""Every algorithm is a setting of one objective: L = L_GRPO + lambda * L_SFT + beta_kl * KL.
+
+The table follows the spec's "Every baseline is a setting of the same objective".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Components:
+    use_rl: bool  # GRPO on the policy's own rollouts
+    use_sft: bool  # the SFT term on expert demonstrations
+    lambda_mode: str  # learned (dual ascent) | fixed | schedule (CHORD's warm-up then decay)
+    use_adversarial: bool  # discriminator reward
+    expert_in_group: bool  # LUFFY: the paired demonstration joins its prompt's group
+
+
+PRESETS: dict[str, Components] = {
+    "sft": Components(use_rl=False, use_sft=True, lambda_mode="fixed", use_adversarial=False, expert_in_group=False),
+    "grpo": Components(use_rl=True, use_sft=False, lambda_mode="fixed", use_adversarial=False, expert_in_group=False),
+    "chord": Components(use_rl=True, use_sft=True, lambda_mode="schedule", use_adversarial=False, expert_in_group=False),
+    "luffy": Components(use_rl=True, use_sft=False, lambda_mode="fixed", use_adversarial=False, expert_in_group=True),
+    "uniapl": Components(use_rl=True, use_sft=True, lambda_mode="learned", use_adversarial=True, expert_in_group=False),
+    "uniapl_no_adv": Components(use_rl=True, use_sft=True, lambda_mode="learned", use_adversarial=False, expert_in_group=False),
+    "uniapl_fixed_lambda": Components(use_rl=True, use_sft=True, lambda_mode="fixed", use_adversarial=True, expert_in_group=False),
+}
+
+# algorithms that run as stages, each a preset, the second starting from the first's final weights
+STAGED: dict[str, tuple[str, str]] = {"sft_then_grpo": ("sft", "grpo")}
+PRESETS["sft_then_grpo"] = PRESETS["sft"]  # its first stage; stages() gives the full plan

@@ -1,0 +1,40 @@
+"""`uniapl` command line: one subcommand per module in this package, each adding its own parser."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from uniapl.errors import UniaplError
+
+# subcommand modules, in the order `uniapl --help` lists them
+COMMANDS = ["train", "eval", "data", "teach", "analyze", "report", "compare"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="uniapl", description="Unified Adversarial Preference Learning: train, evaluate, analyze."
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"uniapl.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"uniapl.cli.{name}":
+                continue  # that command is not part of this build
+            raise
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UniaplError as exc:
+        print(f"uniapl {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"uniapl {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,82 @@
+"""The two discriminator kinds behind one interface: `logits(inputs)` and `update(expert, policy)`.
+
+`head` scores mean-pooled policy hidden states (features the step's forward pass already made);
+`model` is a separate sequence classifier that reads the tokens itself. The loss and the reward
+are the pure functions of uniapl.algorithms.discriminator.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from uniapl.algorithms.discriminator import DiscriminatorHead, accuracy, discriminator_loss
+from uniapl.config import DiscriminatorConfig
+
+
+class Discriminator:
+    """Trains `module` to score expert inputs high and policy inputs low."""
+
+    def __init__(self, module: torch.nn.Module, config: DiscriminatorConfig):
+        self.module = module
+        self.config = config
+        self.optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=config.learning_rate)
+
+    def _forward(self, inputs) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def logits(self, inputs) -> torch.Tensor:
+        self.module.eval()
+        return self._forward(inputs).float()
+
+    def update(self, expert_inputs, policy_inputs) -> dict:
+        """n_disc steps; skipped while accuracy is above the cap, so the policy keeps a usable signal."""
+        stats = {"disc/loss": float("nan"), "disc/skipped": 0.0}
+        cap = self.config.max_accuracy
+        if cap is not None:
+            acc_expert, acc_policy = accuracy(self.logits(expert_inputs), self.logits(policy_inputs))
+            if (acc_expert + acc_policy) / 2 > cap:
+                stats["disc/skipped"] = 1.0
+                return stats
+        self.module.train()
+        for _ in range(self.config.steps_per_update):
+            loss = discriminator_loss(
+                self._forward(expert_inputs).float(), self._forward(policy_inputs).float(), self.config.label_smoothing
+            )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            stats["disc/loss"] = loss.item()
+        return stats
+
+
+class HeadDiscriminator(Discriminator):
+    """Inputs: [N, H] pooled hidden states, detached from the policy."""
+
+    def __init__(self, hidden_size: int, config: DiscriminatorConfig, device):
+        super().__init__(DiscriminatorHead(hidden_size, config.width).to(device), config)
+
+    def _forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.module(features)
+
+
+class ModelDiscriminator(Discriminator):
+    """Inputs: (input_ids, attention_mask) of prompt + response; a scalar-head sequence classifier."""
+
+    def __init__(self, name_or_path: str, pad_token_id: int, config: DiscriminatorConfig, device):
+        from transformers import AutoModelForSequenceClassification
+
+        from uniapl.models import resolve_model_path
+
+        module = AutoModelForSequenceClassification.from_pretrained(resolve_model_path(name_or_path), num_labels=1)
+        module.config.pad_token_id = pad_token_id
+        super().__init__(module.to(device), config)
+
+    def _forward(self, inputs) -> torch.Tensor:
+        input_ids, attention_mask = inputs
+        # pool the last real token: rows are left-padded prompts followed by right-padded responses
+        position_ids = torch.clamp(attention_mask.cumsum(-1) - 1, min=0)
+        out = self.module.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+        last = attention_mask.shape[1] - 1 - attention_mask.flip(-1).argmax(-1)
+        hidden = out.last_hidden_state[torch.arange(len(last)), last]
+        return self.module.score(hidden).squeeze(-1)

@@ -1,0 +1,13 @@
+"""Errors a user can cause and fix. The CLI prints them as one clear message, without a traceback."""
+
+
+class UniaplError(Exception):
+    """A bad config, data row, path or model: the message names the field, file or line."""
+
+
+class ConfigError(UniaplError):
+    """A config field has a wrong type or a value outside the allowed ones."""
+
+
+class DataError(UniaplError):
+    """A data file is missing, empty, or has a row that cannot be used."""

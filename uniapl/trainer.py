@@ -1,0 +1,602 @@
+"""The one trainer. Every algorithm (SFT, GRPO, CHORD, LUFFY, UniAPL and its ablations) is a setting of
+the objective L = L_GRPO + lambda * L_SFT + beta_kl * KL, with the adversarial reward in L_GRPO's
+advantages. A step: generate -> score -> one forward pass over the mixed batch -> discriminator
+reward -> advantages -> loss -> update -> dual step -> discriminator update.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+
+from uniapl.algorithms import advantages as adv_lib
+from uniapl.algorithms import losses
+from uniapl.algorithms.discriminator import accuracy, adversarial_reward, mean_pool
+from uniapl.algorithms.dual import dual_ascent, ema, warmup_decay
+from uniapl.algorithms.presets import Components
+from uniapl.checkpoint import (
+    latest_checkpoint,
+    mark_latest,
+    optimizer_from_files,
+    optimizer_to_files,
+    prune,
+    restore_rng_state,
+    rng_state,
+    write_atomically,
+)
+from uniapl.config import UniAPLConfig
+from uniapl.data import Example, examples_from_records, expert_demos, load_examples
+from uniapl.discriminators import Discriminator, HeadDiscriminator, ModelDiscriminator
+from uniapl.errors import DataError, UniaplError
+from uniapl.metrics import MetricsLogger
+from uniapl.rewards import WeightedReward, resolve_reward, score
+from uniapl.rollout import Completion, SamplingParams, encode_prompts, generate, sequence_seed
+from uniapl.sequences import entropy, forward_completions, gather_logprobs, pack
+
+
+@dataclass
+class TrainRow:
+    """One row of the mixed batch."""
+
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    kind: str  # "rollout" (on-policy), "expert_member" (LUFFY, off-policy in a group), "demo" (SFT)
+
+
+def _cursor_indices(n_items: int, cursor: int, count: int, seed: int) -> list[int]:
+    """Items cursor..cursor+count of an endless stream of seeded per-epoch permutations: resumable by cursor alone."""
+    out = []
+    for position in range(cursor, cursor + count):
+        epoch, offset = divmod(position, n_items)
+        out.append(int(np.random.default_rng([seed, epoch]).permutation(n_items)[offset]))
+    return out
+
+
+class UniAPLTrainer:
+    """Trains a causal LM with one of the algorithms of `UniAPLConfig.algorithm.name`.
+
+    Like TRL's trainers: `UniAPLTrainer(model, reward_funcs, args, train_dataset, expert_dataset,
+    processing_class).train()`. Anything left out comes from the config (`args`).
+    """
+
+    def __init__(
+        self,
+        model=None,
+        reward_funcs: Sequence[Callable | str] | None = None,
+        args: UniAPLConfig | None = None,
+        train_dataset=None,
+        expert_dataset=None,
+        processing_class=None,
+    ):
+        self.config = args or UniAPLConfig()
+        self.config.validate()
+        cfg = self.config
+        self.accelerator = Accelerator(
+            cpu=not torch.cuda.is_available(), mixed_precision="bf16" if cfg.model.dtype == "bf16" else "no"
+        )
+        self.output_dir = Path(cfg.training.output_dir)
+        self.checkpoint_dir = self.output_dir / "checkpoints"
+        self._model_arg = model
+        self._tokenizer_arg = processing_class
+
+        self.prompts, self.demos = self._load_data(train_dataset, expert_dataset)
+        self.rewards = self._load_rewards(reward_funcs)
+        world = self.accelerator.num_processes
+        for name in ("prompts_per_step", "demos_per_step"):
+            if getattr(cfg.training, name) % world:
+                raise UniaplError(f"training.{name}={getattr(cfg.training, name)} must be divisible by the {world} processes")
+
+        self.global_step = 0
+        self.stage_index = 0
+        self.stage_step = 0
+        self.prompt_cursor = 0
+        self.demo_cursor = 0
+        self.lam = cfg.algorithm.lambda_init
+        self.c_ema: float | None = None
+
+    # ---- setup ------------------------------------------------------------------------------------
+
+    def _load_data(self, train_dataset, expert_dataset) -> tuple[list[Example], list[Example]]:
+        cfg = self.config
+        if train_dataset is not None:
+            prompts = examples_from_records(train_dataset, "train_dataset")
+        elif cfg.data.prompts:
+            prompts = load_examples(cfg.data.prompts)
+        else:
+            raise UniaplError("data.prompts: no training data; set it to a .jsonl file or a datasets folder")
+        if expert_dataset is not None:
+            expert = examples_from_records(expert_dataset, "expert_dataset")
+        elif cfg.data.expert:
+            expert = load_examples(cfg.data.expert)
+        else:
+            expert = None
+        demos = expert_demos(prompts, expert)
+        plan = [self.config.components(stage) for stage, _ in cfg.stages()]
+        if any(c.use_sft or c.use_adversarial or c.expert_in_group for c in plan) and not demos:
+            raise DataError(
+                f"algorithm '{cfg.algorithm.name}' needs expert demonstrations: set data.expert, or give rows of "
+                f"data.prompts a 'completion'"
+            )
+        if any(c.expert_in_group for c in plan):
+            paired = {d.prompt_key() for d in demos}
+            prompts = [p for p in prompts if p.prompt_key() in paired]
+            if not prompts:
+                raise DataError("algorithm.expert_in_group needs prompts paired with a demonstration; none of data.prompts has one")
+        return prompts, demos
+
+    def _load_rewards(self, reward_funcs) -> list[WeightedReward]:
+        if reward_funcs is not None:
+            out = []
+            for fn in reward_funcs:
+                if isinstance(fn, str):
+                    out.append(WeightedReward(fn, resolve_reward(fn), 1.0))
+                else:
+                    out.append(WeightedReward(getattr(fn, "__name__", "reward"), fn, 1.0))
+            return out
+        return [WeightedReward(r.name.split(".")[-1].split(":")[-1], resolve_reward(r.name), r.weight) for r in self.config.rewards]
+
+    def _build_models(self, start_from: str | None) -> None:
+        """Policy (fp32 master weights, or bf16 base + LoRA), a bf16 rollout copy, and the optional ref model."""
+        from uniapl.models import load_model, load_tokenizer
+
+        cfg = self.config.model
+        name = cfg.name
+        if isinstance(self._model_arg, str):
+            name = self._model_arg
+        self.start_model_name = name
+        self.tokenizer = self._tokenizer_arg or load_tokenizer(name)
+        lora = cfg.lora.enabled
+        # LoRA trains fp32 adapters on a frozen base, so the base may stay in bf16
+        load_dtype = "bf16" if (cfg.dtype == "bf16" and lora) else "fp32"
+        if start_from and not lora:
+            policy = load_model(start_from, load_dtype)
+        elif self._model_arg is not None and not isinstance(self._model_arg, str):
+            policy = self._model_arg if lora else self._model_arg.float()
+        else:
+            policy = load_model(name, load_dtype)
+        if lora:
+            from peft import LoraConfig, PeftModel, get_peft_model
+
+            if start_from:
+                policy = PeftModel.from_pretrained(policy, start_from, is_trainable=True)
+            else:
+                lora_config = LoraConfig(
+                    r=cfg.lora.r,
+                    lora_alpha=cfg.lora.alpha,
+                    lora_dropout=cfg.lora.dropout,
+                    target_modules=cfg.lora.target_modules,
+                    task_type="CAUSAL_LM",
+                )
+                policy = get_peft_model(policy, lora_config)
+        if cfg.gradient_checkpointing:
+            policy.gradient_checkpointing_enable()
+            if lora:
+                policy.enable_input_require_grads()
+        policy.config.use_cache = False
+        self.policy = policy.to(self.accelerator.device)
+        self.pad_id = self.tokenizer.pad_token_id
+        # a bf16 copy for generation: bf16 decodes about 2x faster, training keeps fp32 master weights
+        self.rollout_model = self.policy
+        if cfg.dtype == "bf16" and not lora:
+            self.rollout_model = copy.deepcopy(self.policy).to(torch.bfloat16)
+            self.rollout_model.config.use_cache = True
+            self.rollout_model.requires_grad_(False)
+        self.ref_model = None
+        if self.config.algorithm.beta_kl > 0:
+            self.ref_model = load_model(name, "fp32").to(self.accelerator.device).eval().requires_grad_(False)
+        self.discriminator: Discriminator | None = None
+        if any(self.config.components(stage).use_adversarial for stage, _ in self.config.stages()):
+            d = self.config.algorithm.discriminator
+            if d.kind == "head":
+                hidden = self._unwrapped().config.get_text_config().hidden_size
+                self.discriminator = HeadDiscriminator(hidden, d, self.accelerator.device)
+            else:
+                self.discriminator = ModelDiscriminator(d.model or name, self.pad_id, d, self.accelerator.device)
+
+    def _raw_optimizer(self) -> torch.optim.Optimizer:
+        return getattr(self.optimizer, "optimizer", self.optimizer)
+
+    def _unwrapped(self):
+        return self.accelerator.unwrap_model(self.policy)
+
+    def _build_optimizer(self, stage_steps: int) -> None:
+        t = self.config.training
+        params = [p for p in self._unwrapped().parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(
+            params, lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2), weight_decay=t.weight_decay
+        )
+
+        def factor(step: int) -> float:
+            if t.warmup_steps and step < t.warmup_steps:
+                return (step + 1) / t.warmup_steps
+            progress = min((step - t.warmup_steps) / max(stage_steps - t.warmup_steps, 1), 1.0)
+            if t.lr_scheduler == "linear":
+                return 1.0 - progress
+            if t.lr_scheduler == "cosine":
+                return 0.5 * (1.0 + math.cos(math.pi * progress))
+            return 1.0
+
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        self.policy, self.optimizer = self.accelerator.prepare(self._unwrapped(), optimizer)
+        if self.discriminator is not None and self.accelerator.num_processes > 1:
+            self.discriminator.module = self.accelerator.prepare(self.discriminator.module)
+
+    # ---- data ------------------------------------------------------------------------------------
+
+    def _local_slice(self, items: list) -> list:
+        per_rank = len(items) // self.accelerator.num_processes
+        start = self.accelerator.process_index * per_rank
+        return items[start : start + per_rank]
+
+    def _next_batch(self, examples: list[Example], cursor_name: str, count: int, salt: int) -> tuple[list[Example], int]:
+        """The global batch's slice for this process, and the global index of its first item."""
+        cursor = getattr(self, cursor_name)
+        indices = _cursor_indices(len(examples), cursor, count, self.config.training.seed * 1000 + salt)
+        setattr(self, cursor_name, cursor + count)
+        first = self.accelerator.process_index * (count // self.accelerator.num_processes)
+        return [examples[i] for i in self._local_slice(indices)], first
+
+    def _demo_completion_ids(self, example: Example) -> list[int]:
+        ids = self.tokenizer(example.completion_text(), add_special_tokens=False)["input_ids"]
+        return ids[: self.config.data.max_demo_length - 1] + [self.tokenizer.eos_token_id]
+
+    def _prompt_ids(self, examples: list[Example]) -> list[list[int]]:
+        return encode_prompts(self.tokenizer, [e.prompt for e in examples], self.config.data.max_prompt_length)
+
+    # ---- one step --------------------------------------------------------------------------------
+
+    def _lambda(self, comps: Components, stage_steps: int) -> float:
+        a = self.config.algorithm
+        if not comps.use_sft:
+            return 0.0
+        if comps.lambda_mode == "learned":
+            return self.lam
+        if comps.lambda_mode == "schedule":
+            return warmup_decay(self.stage_step, a.schedule_peak, a.schedule_final, a.schedule_warmup_steps, stage_steps, a.schedule_shape)
+        return a.lambda_fixed
+
+    def _global_sum(self, value: float) -> float:
+        tensor = torch.tensor([float(value)], device=self.accelerator.device)
+        return self.accelerator.reduce(tensor, reduction="sum").item()
+
+    def _score(self, examples: list[Example], completions: list[Completion]) -> tuple[torch.Tensor, dict]:
+        columns = {key: [e.columns.get(key) for e in examples] for key in {k for e in examples for k in e.columns}}
+        conversational = examples[0].conversational
+        prompts = [e.prompt for e in examples]
+        texts = [c.text for c in completions]
+        completions_arg = [[{"role": "assistant", "content": t}] for t in texts] if conversational else texts
+        columns["completion_ids"] = [c.completion_ids for c in completions]
+        totals, per_function = score(self.rewards, prompts, completions_arg, columns)
+        return torch.tensor(totals, dtype=torch.float32), per_function
+
+    def _step(self, comps: Components, stage_steps: int) -> dict:
+        cfg, a, r = self.config, self.config.algorithm, self.config.rollout
+        device = self.accelerator.device
+        metrics: dict[str, float] = {}
+        t_start = time.perf_counter()
+        rows: list[TrainRow] = []
+        group_size = r.num_generations + (1 if comps.expert_in_group else 0)
+
+        # 1. rollouts and task rewards
+        task_rewards = torch.zeros(0)
+        n_generated = 0
+        t_generation = t_scoring = 0.0
+        completions: list[Completion] = []
+        if comps.use_rl:
+            prompts, first = self._next_batch(self.prompts, "prompt_cursor", cfg.training.prompts_per_step, salt=1)
+            prompt_ids = self._prompt_ids(prompts)
+            repeated = [ids for ids in prompt_ids for _ in range(r.num_generations)]
+            seeds = [sequence_seed(cfg.training.seed, self.global_step, first * r.num_generations + i) for i in range(len(repeated))]
+            params = SamplingParams(r.max_new_tokens, r.temperature, r.top_p, r.top_k, do_sample=True)
+            completions = generate(self.rollout_model, self.tokenizer, repeated, params, seeds, r.batch_size)
+            n_generated = sum(len(c.completion_ids) for c in completions)
+            t_generation = time.perf_counter() - t_start
+            t0 = time.perf_counter()
+            scored_examples = [e for e in prompts for _ in range(r.num_generations)]
+            scored_completions = list(completions)
+            if comps.expert_in_group:
+                demo_by_prompt = {d.prompt_key(): d for d in self.demos}
+                members = [demo_by_prompt[p.prompt_key()] for p in prompts]
+                member_ids = [self._demo_completion_ids(m) for m in members]
+                scored_examples += prompts
+                scored_completions += [Completion(ids, m.completion_text(), False) for ids, m in zip(member_ids, members)]
+            flat_rewards, per_function = self._score(scored_examples, scored_completions)
+            t_scoring = time.perf_counter() - t0
+            # group layout: for each prompt, its G rollouts then (LUFFY) its expert member
+            rollout_rewards = flat_rewards[: len(completions)].view(len(prompts), r.num_generations)
+            if comps.expert_in_group:
+                task_rewards = torch.cat([rollout_rewards, flat_rewards[len(completions) :, None]], dim=1).view(-1)
+            else:
+                task_rewards = rollout_rewards.reshape(-1)
+            for g, ids in enumerate(prompt_ids):
+                for c in completions[g * r.num_generations : (g + 1) * r.num_generations]:
+                    rows.append(TrainRow(ids, c.completion_ids, "rollout"))
+                if comps.expert_in_group:
+                    rows.append(TrainRow(ids, member_ids[g], "expert_member"))
+            metrics["reward/mean"] = flat_rewards[: len(completions)].mean().item()
+            metrics["reward/std"] = flat_rewards[: len(completions)].std().item() if len(completions) > 1 else 0.0
+            for name, values in per_function.items():
+                valid = [v for v in values[: len(completions)] if v is not None]
+                if valid:
+                    metrics[f"reward/{name}"] = float(np.mean(valid))
+            lengths = [len(c.completion_ids) for c in completions]
+            metrics.update({"length/mean": float(np.mean(lengths)), "length/min": float(min(lengths)), "length/max": float(max(lengths))})
+            metrics["length/truncated_frac"] = float(np.mean([c.truncated for c in completions]))
+
+        # 2. the expert part of the mixed batch
+        need_demos = comps.use_sft or (comps.use_adversarial and self.discriminator is not None)
+        if need_demos:
+            demos, _ = self._next_batch(self.demos, "demo_cursor", cfg.training.demos_per_step, salt=2)
+            for ids, demo in zip(self._prompt_ids(demos), demos):
+                rows.append(TrainRow(ids, self._demo_completion_ids(demo), "demo"))
+
+        batch = pack([x.prompt_ids for x in rows], [x.completion_ids for x in rows], self.pad_id).to(device)
+        kinds = np.array([x.kind for x in rows])
+        rl_rows = torch.tensor(np.isin(kinds, ["rollout", "expert_member"]), device=device)
+        on_policy = torch.tensor(kinds == "rollout", device=device)
+        demo_rows = torch.tensor(kinds == "demo", device=device)
+        mask = batch.completion_mask
+        use_head = self.discriminator is not None and isinstance(self.discriminator, HeadDiscriminator)
+
+        # 3. global token counts, so each process's loss is its share of the global mean
+        n_rl_tokens = self._global_sum(mask[rl_rows].sum().item())
+        n_demo_tokens = self._global_sum(mask[demo_rows].sum().item())
+        n_rl_seqs = self._global_sum(rl_rows.sum().item())
+        world = self.accelerator.num_processes
+        aggregate = losses.AGGREGATIONS[a.loss_aggregation]
+
+        t0 = time.perf_counter()
+        ref_logp = None
+        if self.ref_model is not None and comps.use_rl:
+            with torch.no_grad():
+                ref_logp = gather_logprobs(forward_completions(self.ref_model, batch).logits, batch.completion_ids, r.temperature)
+        advantages = None
+        old_logp = None
+        disc_inputs = None
+        lam = self._lambda(comps, stage_steps)
+        for iteration in range(a.num_iterations):
+            self.policy.train()
+            with self.accelerator.autocast():
+                out = forward_completions(self.policy, batch, return_hidden=use_head and iteration == 0)
+            logits = out.logits
+            # rollouts are scored at the sampling temperature, demonstrations at temperature 1
+            if r.temperature != 1.0:
+                temps = torch.where(rl_rows, r.temperature, 1.0).to(logits.dtype)
+                logits = logits / temps[:, None, None]
+            logp = gather_logprobs(logits, batch.completion_ids)
+            if iteration == 0:
+                old_logp = logp.detach()
+                disc_inputs = self._disc_inputs(batch, out.hidden, on_policy, demo_rows | (rl_rows & ~on_policy))
+                advantages = self._advantages(comps, task_rewards, disc_inputs, group_size, metrics) if comps.use_rl else None
+                with torch.no_grad():
+                    if on_policy.any():
+                        ent = entropy(logits[on_policy].detach())
+                        metrics["entropy"] = ((ent * mask[on_policy]).sum() / mask[on_policy].sum().clamp(min=1)).item()
+            loss = torch.zeros((), device=device)
+            if comps.use_rl:
+                adv_rows = advantages.to(device)
+                clipped = losses.clipped_policy_loss(logp[rl_rows], old_logp[rl_rows], adv_rows, a.eps_low, a.eps_high)
+                per_token = clipped.per_token
+                if comps.expert_in_group:
+                    shaped = losses.shaped_off_policy_loss(logp[rl_rows], adv_rows, a.luffy_gamma)
+                    per_token = torch.where(on_policy[rl_rows][:, None], per_token, shaped)
+                if self.ref_model is not None:
+                    kl = losses.k3_kl(logp[rl_rows], ref_logp[rl_rows])
+                    per_token = per_token + a.beta_kl * kl
+                    metrics["kl"] = ((kl * mask[rl_rows]).sum() / mask[rl_rows].sum().clamp(min=1)).item()
+                rl_loss = aggregate(per_token, mask[rl_rows], max_length=r.max_new_tokens, num_tokens=n_rl_tokens, num_sequences=n_rl_seqs)
+                loss = loss + rl_loss * world
+                on_mask = mask[rl_rows] * on_policy[rl_rows][:, None]
+                n_on = on_mask.sum().clamp(min=1)
+                metrics["clip/low_frac"] = ((clipped.clipped_low * on_mask).sum() / n_on).item()
+                metrics["clip/high_frac"] = ((clipped.clipped_high * on_mask).sum() / n_on).item()
+                metrics["loss/rl"] = rl_loss.item() * world
+            if demo_rows.any():
+                demo_mask = mask[demo_rows]
+                nll_sum = (-logp[demo_rows] * demo_mask).sum()
+                c_batch = self._global_sum(nll_sum.item()) / max(n_demo_tokens, 1.0)
+                if iteration == 0:
+                    metrics["c_batch"] = c_batch
+                if comps.use_sft:
+                    sft_tokens = losses.sft_token_nll(logp[demo_rows], a.sft_token_weighting)
+                    sft_loss = losses.token_mean(sft_tokens, demo_mask, max_length=0, num_tokens=n_demo_tokens)
+                    loss = loss + lam * sft_loss * world
+                    metrics["loss/sft"] = sft_loss.item() * world
+            self.accelerator.backward(loss)
+            if self.accelerator.sync_gradients:
+                metrics["grad_norm"] = float(self.accelerator.clip_grad_norm_(self.policy.parameters(), cfg.training.max_grad_norm))
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        t_training = time.perf_counter() - t0
+        self._sync_rollout_model()
+
+        # 4. dual step on the detached constraint value
+        metrics["lambda"] = lam
+        if comps.use_sft:
+            metrics["epsilon"] = a.epsilon
+            if comps.lambda_mode == "learned":
+                self.c_ema = ema(self.c_ema, metrics["c_batch"], a.c_batch_ema)
+                self.lam = dual_ascent(self.lam, self.c_ema, a.epsilon, a.eta_lambda, a.lambda_max)
+
+        # 5. discriminator update on this batch
+        if comps.use_adversarial and self.discriminator is not None and comps.use_rl:
+            expert_in, policy_in = disc_inputs
+            metrics.update(self.discriminator.update(expert_in, policy_in))
+
+        t_total = time.perf_counter() - t_start
+        metrics.update(
+            {
+                "lr": self.scheduler.get_last_lr()[0],
+                "time/generation": t_generation,
+                "time/scoring": t_scoring,
+                "time/training": t_training,
+                "time/step": t_total,
+                "perf/tokens_per_s": self._global_sum(n_generated) / t_total if n_generated else 0.0,
+            }
+        )
+        return metrics
+
+    def _disc_inputs(self, batch, hidden, policy_rows, expert_rows):
+        """(expert inputs, policy inputs) for the discriminator kind in use, or None."""
+        if self.discriminator is None:
+            return None
+        if isinstance(self.discriminator, HeadDiscriminator):
+            pooled = mean_pool(hidden.detach(), batch.completion_mask)
+            return pooled[expert_rows], pooled[policy_rows]
+        pick = lambda rows: (batch.input_ids[rows], batch.attention_mask[rows])  # noqa: E731
+        return pick(expert_rows), pick(policy_rows)
+
+    def _advantages(self, comps: Components, task_rewards: torch.Tensor, disc_inputs, group_size: int, metrics: dict) -> torch.Tensor:
+        a = self.config.algorithm
+        adv_rewards = torch.zeros_like(task_rewards)
+        alpha = 0.0
+        if comps.use_adversarial and self.discriminator is not None:
+            expert_in, policy_in = disc_inputs
+            expert_logits = self.discriminator.logits(expert_in)
+            policy_logits = self.discriminator.logits(policy_in)
+            acc_expert, acc_policy = accuracy(expert_logits, policy_logits)
+            metrics["disc/acc_expert"], metrics["disc/acc_policy"] = acc_expert, acc_policy
+            rollout_adv = adversarial_reward(policy_logits, a.adv_clip).cpu()
+            metrics["adv/r_adv_mean"] = rollout_adv.mean().item()
+            if comps.expert_in_group:
+                # expert members come before the SFT demonstrations in batch order
+                member_adv = adversarial_reward(expert_logits[: len(task_rewards) // group_size], a.adv_clip).cpu()
+                adv_rewards = torch.cat([rollout_adv.view(-1, group_size - 1), member_adv[:, None]], dim=1).view(-1)
+            else:
+                adv_rewards = rollout_adv
+            if self.global_step >= a.discriminator.warmup_steps:
+                ramp = a.alpha_adv_warmup_steps
+                alpha = a.alpha_adv * (min(1.0, (self.global_step + 1) / ramp) if ramp else 1.0)
+            metrics["adv/alpha"] = alpha
+        method = "grpo" if a.advantage == "grpo" else "dr_grpo"
+        return adv_lib.combined_advantages(task_rewards, adv_rewards, alpha, group_size, method, a.normalize_rewards_separately)
+
+    @torch.no_grad()
+    def _sync_rollout_model(self) -> None:
+        if self.rollout_model is self.policy:
+            return
+        for target, source in zip(self.rollout_model.parameters(), self._unwrapped().parameters()):
+            target.copy_(source)
+
+    # ---- checkpoints -------------------------------------------------------------------------------
+
+    def _state(self) -> dict:
+        return {
+            "global_step": self.global_step,
+            "stage_index": self.stage_index,
+            "stage_step": self.stage_step,
+            "prompt_cursor": self.prompt_cursor,
+            "demo_cursor": self.demo_cursor,
+            "lambda": self.lam,
+            "c_ema": self.c_ema,
+            "scheduler": self.scheduler.state_dict(),
+        }
+
+    def save_checkpoint(self) -> None:
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            from safetensors.torch import save_file
+
+            def fill(folder: Path) -> None:
+                self._unwrapped().save_pretrained(folder / "model")
+                self.tokenizer.save_pretrained(folder / "model")
+                optimizer_to_files(self._raw_optimizer(), folder, "optimizer")
+                tensors, meta = rng_state()
+                save_file(tensors, str(folder / "rng.safetensors"))
+                if self.discriminator is not None:
+                    module = self.accelerator.unwrap_model(self.discriminator.module)
+                    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(folder / "discriminator.safetensors"))
+                    optimizer_to_files(self.discriminator.optimizer, folder, "discriminator_optimizer")
+                (folder / "trainer_state.json").write_text(json.dumps({**self._state(), "rng": meta}, indent=1))
+
+            name = f"step-{self.global_step:06d}"
+            write_atomically(self.checkpoint_dir, name, fill)
+            mark_latest(self.checkpoint_dir, name)
+            prune(self.checkpoint_dir, self.config.training.save_total_limit)
+        self.accelerator.wait_for_everyone()
+
+    def _restore(self, folder: Path) -> None:
+        from safetensors.torch import load_file
+
+        state = json.loads((folder / "trainer_state.json").read_text())
+        optimizer_from_files(self._raw_optimizer(), folder, "optimizer")
+        self.scheduler.load_state_dict(state["scheduler"])
+        for key in ("global_step", "stage_index", "stage_step", "prompt_cursor", "demo_cursor"):
+            setattr(self, key, state[key])
+        self.lam, self.c_ema = state["lambda"], state["c_ema"]
+        if self.discriminator is not None:
+            module = self.accelerator.unwrap_model(self.discriminator.module)
+            module.load_state_dict(load_file(str(folder / "discriminator.safetensors")))
+            optimizer_from_files(self.discriminator.optimizer, folder, "discriminator_optimizer")
+        restore_rng_state(load_file(str(folder / "rng.safetensors")), state["rng"])
+
+    # ---- the loop ----------------------------------------------------------------------------------
+
+    def train(self, resume: bool = False) -> Path:
+        """Run every stage to the end; returns the folder of the final model (`output_dir/final`)."""
+        cfg = self.config
+        resume_from = latest_checkpoint(self.checkpoint_dir) if resume else None
+        if resume and resume_from is None and self.accelerator.is_main_process:
+            print(f"uniapl: no checkpoint in {self.checkpoint_dir}; starting from step 0")
+        state = json.loads((resume_from / "trainer_state.json").read_text()) if resume_from else None
+        self._build_models(str(resume_from / "model") if resume_from else None)
+        stages = cfg.stages()
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        if self.accelerator.is_main_process:
+            (self.output_dir / "config.yaml").write_text(cfg.to_yaml())
+        logger = MetricsLogger(self.output_dir, cfg.training.tensorboard, enabled=self.accelerator.is_main_process,
+                               resume_step=state["global_step"] if state else 0)
+        progress = logger.progress(total=cfg.training.max_steps, initial=state["global_step"] if state else 0,
+                                   enabled=cfg.training.progress and self.accelerator.is_main_process)
+        first_stage = state["stage_index"] if state else 0
+        try:
+            for index in range(first_stage, len(stages)):
+                stage, stage_steps = stages[index]
+                comps = cfg.components(stage)
+                self._build_optimizer(stage_steps)
+                if resume_from is not None and index == first_stage:
+                    self._restore(resume_from)
+                else:
+                    self.stage_index, self.stage_step = index, 0
+                while self.stage_step < stage_steps:
+                    metrics = self._step(comps, stage_steps)
+                    self.global_step += 1
+                    self.stage_step += 1
+                    logger.log(self.global_step, {"stage": index, **metrics})
+                    progress.update(metrics)
+                    if cfg.training.save_steps and self.global_step % cfg.training.save_steps == 0:
+                        self.save_checkpoint()
+                if len(stages) > 1 and index < len(stages) - 1:
+                    self._save_model(self.output_dir / "stages" / stage)
+        finally:
+            progress.close()
+            logger.close()
+        final = self.output_dir / "final"
+        self._save_model(final)
+        return final
+
+    def _save_model(self, folder: Path) -> None:
+        """A plain HF folder that from_pretrained loads as it is (LoRA adapters merged into a copy)."""
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            model = self._unwrapped()
+            if self.config.model.lora.enabled:
+                model = copy.deepcopy(model).merge_and_unload()
+
+            def fill(staging: Path) -> None:
+                model.save_pretrained(staging)
+                self.tokenizer.save_pretrained(staging)
+
+            write_atomically(folder.parent, folder.name, fill)
+        self.accelerator.wait_for_everyone()
+
