@@ -1,0 +1,132 @@
+"""`uniapl report` on synthetic run folders: tables match the JSON files, missing results say so, plots are real."""
+
+from __future__ import annotations
+
+import re
+import statistics
+
+import pytest
+from PIL import Image
+from synthetic_runs import analysis_result, eval_scores, make_run
+
+from uniapl.analysis.report import write_report
+from uniapl.cli import main
+
+
+def markdown_tables(text: str) -> list[tuple[list[str], dict[str, list[str]]]]:
+    """Each table as (header, {first cell: row}); cells are unescaped."""
+    tables, block = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            block.append([c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]])
+        elif block:
+            header, rows = block[0], block[2:]
+            tables.append((header, {row[0]: row for row in rows}))
+            block = []
+    return tables
+
+
+def table_with(text: str, column: str, index: int = 0) -> tuple[list[str], dict[str, list[str]]]:
+    matching = [t for t in markdown_tables(text) if column in t[0]]
+    return matching[index]
+
+
+def cell(table, run: str, column: str) -> str:
+    header, rows = table
+    return rows[run][header.index(column)]
+
+
+@pytest.fixture
+def runs(tmp_path):
+    scores_a, scores_b = eval_scores(0.25, 0.375), eval_scores(0.125, 0.5)
+    return {
+        "a": make_run(tmp_path, "uniapl-seed1", "uniapl", 1, scores_a, analysis_result([10, 12, 30], [11, 13, 15])),
+        "b": make_run(tmp_path, "grpo-seed1", "grpo", 1, scores_b, None, with_discriminator=False),
+        "c": make_run(tmp_path, "grpo-seed2", "grpo", 2, None, None, with_discriminator=False, finished=False),
+        "scores": {"uniapl-seed1": scores_a, "grpo-seed1": scores_b},
+    }
+
+
+def test_ifeval_table_matches_eval_jsons_and_missing_eval_shows_missing(runs, tmp_path):
+    out = tmp_path / "report"
+    write_report([runs["a"], runs["b"], runs["c"]], out)
+    text = (out / "report.md").read_text()
+    table = table_with(text, "prompt strict %")
+    keys = {"prompt strict %": "prompt_level_strict_acc", "inst strict %": "inst_level_strict_acc",
+            "prompt loose %": "prompt_level_loose_acc", "inst loose %": "inst_level_loose_acc"}
+    for run, scores in runs["scores"].items():
+        for column, key in keys.items():
+            assert float(cell(table, run, column)) == pytest.approx(100 * scores[key], abs=0.005)
+        assert cell(table, run, "prompts") == "20"
+    assert all(cell(table, "grpo-seed2", column) == "missing" for column in keys)
+    runs_table = table_with(text, "finished")
+    assert cell(runs_table, "grpo-seed2", "finished") == "no"
+    assert cell(runs_table, "grpo-seed2", "IFEval") == "missing"
+    assert cell(runs_table, "grpo-seed1", "analysis") == "missing"
+
+
+def test_seeds_are_pooled_with_mean_and_standard_error(runs, tmp_path):
+    out = tmp_path / "report"
+    write_report([runs["a"], runs["b"], runs["c"]], out)
+    text = (out / "report.md").read_text()
+    pooled = table_with(text, "prompt strict %", index=1)
+    # grpo has two seeds, one without an eval: the mean is over the one present, and says so
+    assert cell(pooled, "grpo", "prompt strict %") == "12.50 (n=1 of 2)"
+    assert cell(pooled, "uniapl", "prompt strict %") == "25.00 (n=1)"
+
+
+def test_mean_and_standard_error_over_complete_seeds(tmp_path):
+    values = [0.2, 0.3, 0.7]
+    run_dirs = [make_run(tmp_path, f"sft-seed{s}", "sft", s, eval_scores(v, 0.5)) for s, v in zip((1, 2, 3), values)]
+    write_report(run_dirs, tmp_path / "report")
+    pooled = table_with((tmp_path / "report" / "report.md").read_text(), "prompt strict %", index=1)
+    mean = 100 * statistics.mean(values)
+    stderr = 100 * statistics.stdev(values) / len(values) ** 0.5
+    assert cell(pooled, "sft", "prompt strict %") == f"{mean:.2f} ± {stderr:.2f} (n=3)"
+
+
+def test_analysis_numbers_and_config_differences(runs, tmp_path):
+    out = tmp_path / "report"
+    write_report([runs["a"], runs["b"]], out)
+    text = (out / "report.md").read_text()
+    distributions = table_with(text, "length W1")
+    assert float(cell(distributions, "uniapl-seed1", "length mean")) == pytest.approx(statistics.mean([10, 12, 30]), rel=1e-3)
+    assert float(cell(distributions, "uniapl-seed1", "length median")) == 12
+    # W1 between [10, 12, 30] and [11, 13, 15] with equal sizes: mean |sorted difference|
+    assert float(cell(distributions, "uniapl-seed1", "length W1")) == pytest.approx((1 + 1 + 15) / 3, rel=1e-3)
+    assert cell(distributions, "grpo-seed1", "length W1") == "missing"
+    degeneration = table_with(text, "truncation %")
+    assert cell(degeneration, "uniapl-seed1", "truncation %") == "66.67"
+    assert cell(degeneration, "uniapl-seed1", "verifier pass %") == "missing"
+    config = table_with(text, "key")
+    assert cell(config, "algorithm.name", "uniapl-seed1") == "uniapl"
+    assert cell(config, "algorithm.name", "grpo-seed1") == "grpo"
+    assert "training.output_dir" not in config[1]
+
+
+def test_curves_are_real_images_and_absent_metrics_are_named(runs, tmp_path):
+    out = tmp_path / "report"
+    write_report([runs["a"], runs["b"]], out)
+    text = (out / "report.md").read_text()
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert "curve_reward.png" in images and "curve_discriminator.png" in images
+    assert "uniapl-seed1_length_hist.png" in images
+    assert "curve_kl.png" not in images
+    assert "Not logged by any run: KL to the reference policy." in text
+    for name in images:
+        path = out / name
+        assert path.stat().st_size > 10_000
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.width >= 500
+            assert len(image.convert("RGB").getcolors(maxcolors=1_000_000)) > 20  # not a blank canvas
+    page = (out / "report.html").read_text()
+    assert page.count("<img ") == len(images)
+    assert re.findall(r'src="(?!data:image/png;base64,)', page) == []
+
+
+def test_cli_reports_and_rejects_a_missing_folder(runs, tmp_path, capsys):
+    out = tmp_path / "cli-report"
+    assert main(["report", str(runs["a"]), str(runs["c"]), "--out", str(out)]) == 0
+    assert (out / "report.md").is_file() and (out / "report.html").is_file()
+    assert main(["report", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    assert "does not exist" in capsys.readouterr().err

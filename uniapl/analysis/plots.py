@@ -1,0 +1,99 @@
+"""Matplotlib figures (Agg backend, no display needed): policy-vs-expert histograms and training curves.
+
+Figures are small (about 40-80 KB) so that example reports can be committed and HTML reports stay
+light when the PNGs are embedded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+POLICY_COLOR = "#1f77b4"
+EXPERT_COLOR = "#ff7f0e"
+DPI = 100
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def overlaid_histogram(histogram: dict, title: str, xlabel: str, path: Path, policy_label: str = "policy") -> Path:
+    """The policy's and the expert's counts over shared bins (from `distributions.shared_histogram`)."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    edges = histogram["bin_edges"]
+    if edges:
+        centers = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
+        ax.hist(centers, bins=edges, weights=histogram["policy_counts"], alpha=0.55, color=POLICY_COLOR, label=policy_label)
+        ax.hist(centers, bins=edges, weights=histogram["expert_counts"], alpha=0.55, color=EXPERT_COLOR, label="expert")
+        ax.legend()
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("responses")
+    return _save(fig, path)
+
+
+@dataclass(frozen=True)
+class Series:
+    """One line of a curve plot: a metrics key, drawn for every run in the given line style."""
+
+    key: str
+    label: str
+    linestyle: str = "-"
+
+
+@dataclass(frozen=True)
+class CurveFigure:
+    """A training-curve figure; each inner list of series shares one set of axes."""
+
+    filename: str
+    title: str
+    axes: tuple[tuple[Series, ...], ...]
+
+    @property
+    def keys(self) -> list[str]:
+        return [s.key for panel in self.axes for s in panel]
+
+
+@dataclass
+class CurveLine:
+    """One run's (or one group's mean) values of one key; `band` is (low, high) when seeds were pooled."""
+
+    steps: list[float]
+    values: list[float]
+    band: tuple[list[float], list[float]] | None = None
+
+
+def curve_figure(figure: CurveFigure, lines: dict[str, dict[str, CurveLine]], path: Path) -> Path:
+    """Runs overlaid on shared axes: `lines[run label][metrics key]`; each run keeps one color throughout."""
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, axes = plt.subplots(1, len(figure.axes), figsize=(6 * len(figure.axes), 3.5), squeeze=False)
+    for ax, panel in zip(axes[0], figure.axes):
+        for run_index, (run, by_key) in enumerate(lines.items()):
+            color = colors[run_index % len(colors)]
+            for series in panel:
+                line = by_key.get(series.key)
+                if line is None:
+                    continue
+                label = run if len(panel) == 1 else f"{run}: {series.label}"
+                ax.plot(line.steps, line.values, linestyle=series.linestyle, color=color, label=label)
+                if line.band is not None:
+                    ax.fill_between(line.steps, *line.band, color=color, alpha=0.2, linewidth=0)
+        ax.set_xlabel("optimizer step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(" / ".join(s.label for s in panel))
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    fig.suptitle(figure.title)
+    return _save(fig, path)
+

@@ -1,0 +1,52 @@
+"""`uniapl analyze`: a model's response lengths and log-probs against the expert's, and signs of reward hacking."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "analyze",
+        help="compare a model's samples with expert demonstrations (lengths, log-probs, degeneration)",
+        description="Sample the model on held-out prompts that have expert demonstrations; write analysis.json "
+        "and overlaid length and log-prob histograms (PNG).",
+    )
+    p.add_argument("--model", required=True, help="a local model folder, an alias or a hub id")
+    p.add_argument("--expert", required=True, help="JSONL with expert demonstrations (rows without one are skipped)")
+    p.add_argument("--prompts", default=None, help="held-out prompts (JSONL): analyze only these, matched by key or prompt")
+    p.add_argument("--out", default=None, help="output folder (default: <model folder>/analysis, or ./analysis/<alias>)")
+    p.add_argument("--limit", type=int, default=None, help="analyze the first N prompts")
+    p.add_argument("--max-new-tokens", type=int, default=512)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--reward", default=None, help="a verifier for the pass rate, e.g. ifeval_strict")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from uniapl.analysis.analyze import AnalysisSettings, analyze_model, default_out_dir
+    from uniapl.analysis.report import format_number
+
+    settings = AnalysisSettings(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        dtype=args.dtype,
+        limit=args.limit,
+        reward=args.reward,
+    )
+    out = args.out or default_out_dir(args.model)
+    result = analyze_model(args.model, args.expert, out, args.prompts, settings)
+    length, logprob = result["length_tokens"], result["mean_token_logprob"]
+    print(f"analyzed {result['n_prompts']} prompts -> {out}")
+    print(f"  length   policy mean {format_number(length['policy']['mean'])}, expert mean {format_number(length['expert']['mean'])}, "
+          f"W1 {format_number(length['distance']['wasserstein_1'])}, KS {format_number(length['distance']['ks_statistic'])}")
+    print(f"  logprob  policy mean {format_number(logprob['policy']['mean'])}, expert mean {format_number(logprob['expert']['mean'])}, "
+          f"W1 {format_number(logprob['distance']['wasserstein_1'])}, KS {format_number(logprob['distance']['ks_statistic'])}")
+    return 0
