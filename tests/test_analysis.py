@@ -121,22 +121,14 @@ def test_all_row_formats_are_read_and_unsolved_rows_skipped(tmp_path):
 
 def test_prompts_file_selects_matching_rows_in_its_order(tmp_path):
     expert = write_rows(tmp_path / "expert.jsonl", [{"key": k, "prompt": k, "completion": k.upper()} for k in "abcd"])
-    prompts = write_rows(tmp_path / "heldout.jsonl", [{"key": "c", "prompt": "c"}, {"key": "zz", "prompt": "zz"}, {"key": "a", "prompt": "a"}])
+    prompts = write_rows(tmp_path / "heldout.jsonl", [{"key": "c", "prompt": "c"}, {"key": "zz", "prompt": "zz"}, {"prompt": "a"}])
     assert [e.key for e in load_expert_examples(expert, prompts)] == ["c", "a"]
     assert [e.key for e in load_expert_examples(expert, prompts, limit=1)] == ["c"]
 
 
-@pytest.mark.parametrize(
-    "row, message",
-    [
-        ({"completion": "x"}, "mixed.jsonl:2: the row has neither 'prompt' nor 'messages'"),
-        ({"prompt": 5, "completion": "x"}, "mixed.jsonl:2: field 'prompt'"),
-        ({"prompt": "p", "completion": [{"role": "user", "content": "x"}]}, "mixed.jsonl:2: field 'completion'"),
-    ],
-)
-def test_bad_rows_name_the_file_line_and_field(tmp_path, row, message):
-    path = write_rows(tmp_path / "mixed.jsonl", [{"prompt": "ok", "completion": "ok"}, row])
-    with pytest.raises(DataError, match=message):
+def test_a_bad_row_is_an_error_that_names_the_file_and_line(tmp_path):
+    path = write_rows(tmp_path / "mixed.jsonl", [{"prompt": "ok", "completion": "ok"}, {"completion": "x"}])
+    with pytest.raises(DataError, match="mixed.jsonl:2: the row has neither 'prompt' nor 'messages'"):
         load_expert_examples(path)
 
 
@@ -166,7 +158,7 @@ def analyzed(tmp_path_factory):
     ]
     rows.append({"key": "unsolved", "prompt": [{"role": "user", "content": "No demonstration here."}]})
     expert = write_rows(root / "expert.jsonl", rows)
-    heldout = write_rows(root / "heldout.jsonl", [{"key": f"k{i}"} for i in (4, 0, 1, 3)])
+    heldout = write_rows(root / "heldout.jsonl", [{"key": f"k{i}", "prompt": EXPERT_ROWS[i][0]} for i in (4, 0, 1, 3)])
     out = root / "out"
     argv = ["analyze", "--model", MODEL, "--expert", str(expert), "--prompts", str(heldout), "--out", str(out),
             "--max-new-tokens", "12", "--seed", "7", "--batch-size", "2", "--reward", "no_commas"]

@@ -1,0 +1,116 @@
+"""`uniapl compare`: which steps run and which are skipped, and a real tiny grid trained end to end."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+import yaml
+from synthetic_runs import analysis_result, eval_scores, make_run
+
+from uniapl.analysis import compare as compare_module
+from uniapl.analysis.compare import CompareSettings, compare
+from uniapl.cli import main
+from uniapl.errors import UniaplError
+from test_report import cell, table_with
+
+
+def tiny_config(tmp_path, data_file) -> str:
+    config = {
+        "model": {"name": "tiny-random-smollm2", "dtype": "fp32"},
+        "data": {"prompts": str(data_file), "max_prompt_length": 64, "max_demo_length": 32},
+        "rewards": [{"name": "no_commas"}],
+        "rollout": {"num_generations": 2, "max_new_tokens": 8},
+        "algorithm": {"discriminator": {"width": 16}},
+        "training": {"max_steps": 2, "prompts_per_step": 2, "demos_per_step": 2, "tensorboard": False, "progress": False},
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def instruction_rows(path):
+    rows = [
+        {"key": f"k{i}", "prompt": [{"role": "user", "content": f"Describe item {i} without any commas."}],
+         "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}],
+         "completion": [{"role": "assistant", "content": f"Item {i} is small and round and blue."}]}
+        for i in range(4)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_only_unfinished_steps_run(tmp_path, monkeypatch):
+    """A finished run with results is left alone; a finished run without an eval is only evaluated and analyzed."""
+    out = tmp_path / "grid"
+    out.mkdir()
+    make_run(out, "sft-seed1", "sft", 1, eval_scores(0.2, 0.3), analysis_result([1, 2], [2, 3]))
+    make_run(out, "sft-seed2", "sft", 2, None, None)
+    calls = []
+
+    def fake_train(config):
+        calls.append(("train", config.algorithm.name, config.training.seed))
+        make_run(out, f"{config.algorithm.name}-seed{config.training.seed}", config.algorithm.name, config.training.seed)
+
+    def fake_eval(final, settings):
+        calls.append(("evaluate", final.parent.name))
+        (final / "ifeval_scores.json").write_text(json.dumps(eval_scores(0.1, 0.2)))
+
+    def fake_analyze(final, settings):
+        calls.append(("analyze", final.parent.name))
+        (final / "analysis").mkdir()
+        (final / "analysis" / "analysis.json").write_text(json.dumps(analysis_result([1, 2], [2, 3])))
+
+    monkeypatch.setattr(compare_module, "train_run", fake_train)
+    monkeypatch.setattr(compare_module, "evaluate_run", fake_eval)
+    monkeypatch.setattr(compare_module, "analyze_run", fake_analyze)
+    data = instruction_rows(tmp_path / "data.jsonl")
+    settings = CompareSettings(algorithms=("sft", "grpo"), seeds=(1, 2), expert=str(data))
+    report = compare(tiny_config(tmp_path, data), out, settings, log=lambda line: None)
+    assert calls == [
+        ("evaluate", "sft-seed2"), ("analyze", "sft-seed2"),
+        ("train", "grpo", 1), ("evaluate", "grpo-seed1"), ("analyze", "grpo-seed1"),
+        ("train", "grpo", 2), ("evaluate", "grpo-seed2"), ("analyze", "grpo-seed2"),
+    ]
+    assert (report / "report.md").is_file() and (report / "report.html").is_file()
+
+
+def test_bad_inputs_fail_before_any_training(tmp_path, monkeypatch):
+    monkeypatch.setattr(compare_module, "train_run", lambda config: pytest.fail("trained despite a bad input"))
+    data = instruction_rows(tmp_path / "data.jsonl")
+    config = tiny_config(tmp_path, data)
+    with pytest.raises(UniaplError, match="expert file"):
+        compare(config, tmp_path / "grid", CompareSettings(("sft",), (1,), expert=str(tmp_path / "missing.jsonl")))
+    with pytest.raises(UniaplError, match="algorithm.name"):
+        compare(config, tmp_path / "grid", CompareSettings(("sft", "no_such_algorithm"), (1,), expert=str(data)))
+
+
+def test_tiny_grid_end_to_end_and_resume(tmp_path, capsys):
+    """Real training, IFEval and analysis on the tiny model; the second call only rewrites the report."""
+    data = instruction_rows(tmp_path / "data.jsonl")
+    out = tmp_path / "grid"
+    argv = ["compare", tiny_config(tmp_path, data), "--algorithms", "sft,uniapl", "--seeds", "1,2", "--out", str(out),
+            "--expert", str(data), "--eval-limit", "2", "--eval-max-new-tokens", "8", "--eval-batch-size", "4",
+            "--analysis-prompts", "2", "--dtype", "fp32"]
+    assert main(argv) == 0
+    runs = [out / f"{a}-seed{s}" for a in ("sft", "uniapl") for s in (1, 2)]
+    for run in runs:
+        assert (run / "final" / "config.json").is_file()
+        assert (run / "final" / "analysis" / "analysis.json").is_file()
+    assert yaml.safe_load((out / "uniapl-seed2" / "config.yaml").read_text())["training"]["seed"] == 2
+
+    text = (out / "report" / "report.md").read_text()
+    pooled = table_with(text, "prompt strict %", index=1)
+    for algorithm in ("sft", "uniapl"):
+        values = [100 * json.loads((out / f"{algorithm}-seed{s}" / "final" / "ifeval_scores.json").read_text())["prompt_level_strict_acc"] for s in (1, 2)]
+        expected = f"{statistics.mean(values):.2f} ± {statistics.stdev(values) / 2**0.5:.2f} (n=2)"
+        assert cell(pooled, algorithm, "prompt strict %") == expected
+    assert (out / "report" / "curve_reward.png").is_file()  # uniapl logs rewards; sft does not
+
+    stamps = {run: (run / "final" / "config.json").stat().st_mtime_ns for run in runs}
+    capsys.readouterr()
+    assert main(argv) == 0
+    log = capsys.readouterr().out
+    assert log.count("already done, skipped") == 3 * len(runs)
+    assert {run: (run / "final" / "config.json").stat().st_mtime_ns for run in runs} == stamps

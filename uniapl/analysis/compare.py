@@ -1,0 +1,92 @@
+"""Train, evaluate and analyze every (algorithm, seed) with everything else equal, then report them.
+
+Resumable at each step: a run whose `final/config.json` exists is not trained again, and an eval or
+analysis whose JSON exists is not redone. An interrupted run resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from uniapl.analysis.analyze import ANALYSIS_JSON, AnalysisSettings
+from uniapl.analysis.report import EVAL_JSON, write_report
+from uniapl.errors import UniaplError
+
+
+@dataclass(frozen=True)
+class CompareSettings:
+    algorithms: tuple[str, ...]
+    seeds: tuple[int, ...]
+    overrides: tuple[str, ...] = ()  # `--set k=v`, the same for every run
+    expert: str = "data/if_heldout.jsonl"
+    eval_limit: int | None = None
+    eval_max_new_tokens: int = 1280
+    eval_batch_size: int = 16
+    analysis_prompts: int | None = None
+    analysis_reward: str | None = "ifeval_strict"
+    dtype: str = "bf16"  # for evaluation and analysis
+
+
+def run_dir(out: Path, algorithm: str, seed: int) -> Path:
+    return out / f"{algorithm}-seed{seed}"
+
+
+def run_config(config_path: str | Path, out: Path, algorithm: str, seed: int, overrides: tuple[str, ...]):
+    """The shared config with only the algorithm, seed and output folder changed."""
+    from uniapl.config import UniAPLConfig
+
+    per_run = [f"algorithm.name={algorithm}", f"training.seed={seed}", f"training.output_dir={run_dir(out, algorithm, seed)}"]
+    return UniAPLConfig.from_yaml(config_path, overrides=[*overrides, *per_run])
+
+
+def train_run(config) -> None:
+    from uniapl.trainer import UniAPLTrainer
+
+    checkpoints = Path(config.training.output_dir) / "checkpoints"
+    UniAPLTrainer(args=config).train(resume=checkpoints.is_dir() and any(checkpoints.iterdir()))
+
+
+def evaluate_run(final: Path, settings: CompareSettings) -> None:
+    from uniapl.ifeval import run_ifeval
+
+    run_ifeval(str(final), out_dir=str(final), limit=settings.eval_limit, batch_size=settings.eval_batch_size,
+               dtype=settings.dtype, max_new_tokens=settings.eval_max_new_tokens)
+
+
+def analyze_run(final: Path, settings: CompareSettings) -> None:
+    from uniapl.analysis.analyze import analyze_model
+
+    analysis = AnalysisSettings(max_new_tokens=settings.eval_max_new_tokens, dtype=settings.dtype, limit=settings.analysis_prompts,
+                                batch_size=settings.eval_batch_size, reward=settings.analysis_reward)
+    analyze_model(str(final), settings.expert, final / "analysis", settings=analysis)
+
+
+def compare(config_path: str | Path, out: str | Path, settings: CompareSettings, log: Callable[[str], None] = print) -> Path:
+    """Every step that has not been done yet, then the report; returns the report folder."""
+    out = Path(out)
+    if not settings.algorithms or not settings.seeds:
+        raise UniaplError("compare needs at least one algorithm and one seed")
+    if not Path(settings.expert).is_file():
+        raise UniaplError(f"expert file '{settings.expert}' does not exist; the analysis of each run needs it (--expert)")
+    # build every config first, so a bad algorithm name or override fails before hours of training
+    configs = {(a, s): run_config(config_path, out, a, s, settings.overrides) for a in settings.algorithms for s in settings.seeds}
+    for (algorithm, seed), config in configs.items():
+        run = run_dir(out, algorithm, seed)
+        final = run / "final"
+        steps = [
+            ("train", (final / "config.json").is_file(), lambda: train_run(config)),
+            ("evaluate", (final / EVAL_JSON).is_file(), lambda: evaluate_run(final, settings)),
+            ("analyze", (final / "analysis" / ANALYSIS_JSON).is_file(), lambda: analyze_run(final, settings)),
+        ]
+        for name, done, do in steps:
+            if done:
+                log(f"{run.name}: {name}: already done, skipped")
+            else:
+                log(f"{run.name}: {name}")
+                do()
+    report = out / "report"
+    write_report([run_dir(out, a, s) for a, s in configs], report)
+    log(f"report: {report / 'report.md'}, {report / 'report.html'}")
+    return report
