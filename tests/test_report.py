@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import statistics
 
@@ -130,3 +131,17 @@ def test_cli_reports_and_rejects_a_missing_folder(runs, tmp_path, capsys):
     assert (out / "report.md").is_file() and (out / "report.html").is_file()
     assert main(["report", str(tmp_path / "nope"), "--out", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_plain_model_folder_reports_the_results_beside_its_weights(tmp_path):
+    model = tmp_path / "base-model"
+    (model / "analysis").mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    (model / "ifeval_scores.json").write_text(json.dumps(eval_scores(0.5, 0.625)))
+    (model / "analysis" / "analysis.json").write_text(json.dumps(analysis_result([5, 6, 7], [5, 6, 8])))
+    write_report([model], tmp_path / "report")
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert cell(table_with(text, "prompt strict %"), "base-model", "prompt strict %") == "50.00"
+    assert cell(table_with(text, "length W1"), "base-model", "length mean") == "6"
+    assert "config.yaml missing for: base-model." in text
+    assert "Not logged by any run: Reward (mean over rollouts);" in text
