@@ -7,6 +7,8 @@ are the pure functions of uniapl.algorithms.discriminator.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from uniapl.algorithms.discriminator import DiscriminatorHead, accuracy, discriminator_loss
@@ -19,6 +21,8 @@ class Discriminator:
     def __init__(self, module: torch.nn.Module, config: DiscriminatorConfig):
         self.module = module
         self.config = config
+        # data-parallel runs average the gradients across processes (set by the trainer)
+        self.average_gradients: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=config.learning_rate)
 
     def _forward(self, inputs) -> torch.Tensor:
@@ -45,6 +49,10 @@ class Discriminator:
             )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if self.average_gradients is not None:
+                for p in self.module.parameters():
+                    if p.grad is not None:
+                        p.grad = self.average_gradients(p.grad)
             self.optimizer.step()
             stats["disc/loss"] = loss.item()
         return stats

@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.utils import set_seed
 
 from uniapl.algorithms import advantages as adv_lib
 from uniapl.algorithms import losses
@@ -228,7 +229,7 @@ class UniAPLTrainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         self.policy, self.optimizer = self.accelerator.prepare(self._unwrapped(), optimizer)
         if self.discriminator is not None and self.accelerator.num_processes > 1:
-            self.discriminator.module = self.accelerator.prepare(self.discriminator.module)
+            self.discriminator.average_gradients = lambda grad: self.accelerator.reduce(grad, reduction="mean")
 
     # ---- data ------------------------------------------------------------------------------------
 
@@ -322,8 +323,9 @@ class UniAPLTrainer:
                     rows.append(TrainRow(ids, c.completion_ids, "rollout"))
                 if comps.expert_in_group:
                     rows.append(TrainRow(ids, member_ids[g], "expert_member"))
-            metrics["reward/mean"] = flat_rewards[: len(completions)].mean().item()
-            metrics["reward/std"] = flat_rewards[: len(completions)].std().item() if len(completions) > 1 else 0.0
+            all_rewards = self.accelerator.gather(flat_rewards[: len(completions)].to(device))
+            metrics["reward/mean"] = all_rewards.mean().item()
+            metrics["reward/std"] = all_rewards.std().item() if len(all_rewards) > 1 else 0.0
             for name, values in per_function.items():
                 valid = [v for v in values[: len(completions)] if v is not None]
                 if valid:
@@ -442,6 +444,7 @@ class UniAPLTrainer:
                 "time/training": t_training,
                 "time/step": t_total,
                 "perf/tokens_per_s": self._global_sum(n_generated) / t_total if n_generated else 0.0,
+                "processes": self.accelerator.num_processes,
             }
         )
         return metrics
@@ -514,7 +517,7 @@ class UniAPLTrainer:
                 tensors, meta = rng_state()
                 save_file(tensors, str(folder / "rng.safetensors"))
                 if self.discriminator is not None:
-                    module = self.accelerator.unwrap_model(self.discriminator.module)
+                    module = self.discriminator.module
                     save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(folder / "discriminator.safetensors"))
                     optimizer_to_files(self.discriminator.optimizer, folder, "discriminator_optimizer")
                 (folder / "trainer_state.json").write_text(json.dumps({**self._state(), "rng": meta}, indent=1))
@@ -535,7 +538,7 @@ class UniAPLTrainer:
             setattr(self, key, state[key])
         self.lam, self.c_ema = state["lambda"], state["c_ema"]
         if self.discriminator is not None:
-            module = self.accelerator.unwrap_model(self.discriminator.module)
+            module = self.discriminator.module
             module.load_state_dict(load_file(str(folder / "discriminator.safetensors")))
             optimizer_from_files(self.discriminator.optimizer, folder, "discriminator_optimizer")
         restore_rng_state(load_file(str(folder / "rng.safetensors")), state["rng"])
@@ -549,6 +552,7 @@ class UniAPLTrainer:
         if resume and resume_from is None and self.accelerator.is_main_process:
             print(f"uniapl: no checkpoint in {self.checkpoint_dir}; starting from step 0")
         state = json.loads((resume_from / "trainer_state.json").read_text()) if resume_from else None
+        set_seed(cfg.training.seed)  # the discriminator's initialization, dropout and any other global RNG use
         self._build_models(str(resume_from / "model") if resume_from else None)
         stages = cfg.stages()
         self.output_dir.mkdir(parents=True, exist_ok=True)

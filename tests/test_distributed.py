@@ -1,0 +1,41 @@
+"""Data parallel through accelerate: 2 CPU processes (gloo) reach the parameters of a 1-process run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+
+def run_training(launcher: list[str], overrides: list[str], output_dir) -> None:
+    args = [x for o in overrides + [f"training.output_dir={output_dir}"] for x in ("--set", o)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(launcher + ["-m", "uniapl", "train", *args], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one(tiny_overrides, tiny_model, tmp_path):
+    overrides = tiny_overrides + ["algorithm.name=uniapl", "training.learning_rate=1e-3",
+                                  "algorithm.discriminator.learning_rate=1e-2"]
+    run_training([sys.executable], overrides, tmp_path / "one")
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517"]
+    run_training(launch, overrides, tmp_path / "two")
+
+    rows = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert {r["processes"] for r in rows} == {2}
+    one = load_file(str(tmp_path / "one" / "final" / "model.safetensors"))
+    two = load_file(str(tmp_path / "two" / "final" / "model.safetensors"))
+    start = load_file(str(Path(tiny_model) / "model.safetensors"))
+    assert one.keys() == two.keys()
+    moved = max((one[k] - start[k]).abs().max().item() for k in one)
+    assert moved > 1e-4  # training changed the weights, so agreement is not trivial
+    for key in one:
+        torch.testing.assert_close(one[key], two[key], rtol=1e-4, atol=1e-6, msg=key)

@@ -1,0 +1,200 @@
+"""The trainer end to end on the tiny model: every algorithm, learning signals, resume, checkpoints."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from uniapl import UniAPLConfig, UniAPLTrainer
+from uniapl.algorithms.presets import PRESETS, STAGED
+from uniapl.cli import main
+
+ALGORITHMS = sorted(set(PRESETS) | set(STAGED))
+
+
+def read_metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_every_algorithm_runs_two_steps_through_the_cli(algorithm, tiny_overrides, tmp_path):
+    args = ["train"] + [x for o in tiny_overrides for x in ("--set", o)] + ["--set", f"algorithm.name={algorithm}"]
+    assert main(args) == 0
+    run = tmp_path / "run"
+    rows = read_metrics(run)
+    assert [r["step"] for r in rows] == [1, 2]
+    components = UniAPLConfig.from_yaml(run / "config.yaml").components(STAGED.get(algorithm, (algorithm,))[-1])
+    last = rows[-1]
+    assert ("reward/mean" in last) == components.use_rl
+    assert ("disc/acc_policy" in last) == components.use_adversarial
+    # the final folder loads with plain transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    AutoModelForCausalLM.from_pretrained(run / "final")
+    AutoTokenizer.from_pretrained(run / "final")
+
+
+def test_metrics_and_tensorboard_are_written(tiny_overrides, tmp_path):
+    config = UniAPLConfig.from_yaml(None, tiny_overrides + ["training.tensorboard=true"])
+    UniAPLTrainer(args=config).train()
+    run = tmp_path / "run"
+    row = read_metrics(run)[0]
+    for key in ["reward/mean", "reward/std", "reward/no_commas", "adv/r_adv_mean", "disc/acc_expert", "disc/acc_policy",
+                "lambda", "c_batch", "epsilon", "clip/low_frac", "clip/high_frac", "length/mean", "length/min",
+                "length/max", "entropy", "perf/tokens_per_s", "time/generation", "time/scoring", "time/training"]:
+        assert key in row, key
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def heldout_nll(model_path: str, rows) -> float:
+    from uniapl.models import load_model_and_tokenizer
+    from uniapl.rollout import encode_prompts
+    from uniapl.sequences import completion_logprobs
+
+    model, tok = load_model_and_tokenizer(model_path, "fp32")
+    prompts = encode_prompts(tok, [[{"role": "user", "content": p}] for p, _ in rows])
+    completions = [tok(c, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for _, c in rows]
+    logps = completion_logprobs(model, prompts, completions, tok.pad_token_id)
+    return -sum(sum(x) for x in logps) / sum(len(x) for x in logps)
+
+
+def test_sft_lowers_heldout_nll(tiny_overrides, tiny_model, tmp_path):
+    heldout = [("Write a line about birds.", "Birds sing in the early morning light."),
+               ("Describe a tree briefly.", "The old tree stands tall in the quiet park.")]
+    before = heldout_nll(tiny_model, heldout)
+    config = UniAPLConfig.from_yaml(None, tiny_overrides + ["algorithm.name=sft", "training.max_steps=12",
+                                                            "training.learning_rate=3e-3", "training.demos_per_step=4"])
+    final = UniAPLTrainer(args=config).train()
+    after = heldout_nll(str(final), heldout)
+    assert after < before - 1.0, (before, after)
+
+
+def low_token_reward(prompts, completions, completion_ids, **kwargs):
+    """A learnable task for a random model: the share of completion tokens from the lower half of the vocabulary."""
+    return [sum(t < 24576 for t in ids) / max(len(ids), 1) for ids in completion_ids]
+
+
+def peaked_tiny_model(tiny_model: str, folder: Path) -> str:
+    """The tiny model with a 10x output layer: near-uniform logits over 49k tokens give GRPO nothing to
+    reinforce, while a peaked distribution makes the same tokens recur, so their rewards can be learned."""
+    from uniapl.models import load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer(tiny_model, "fp32")
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(10.0)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def test_grpo_raises_mean_reward(tiny_overrides, tiny_model, tmp_path):
+    model = peaked_tiny_model(tiny_model, tmp_path / "peaked")
+    config = UniAPLConfig.from_yaml(None, tiny_overrides + [
+        f"model.name={model}", "algorithm.name=grpo", "training.max_steps=10", "training.learning_rate=3e-2",
+        "rollout.num_generations=8", "training.prompts_per_step=4",
+    ])
+    run = UniAPLTrainer(args=config, reward_funcs=[low_token_reward]).train().parent
+    rewards = [r["reward/mean"] for r in read_metrics(run)]
+    first, last = sum(rewards[:3]) / 3, sum(rewards[-3:]) / 3
+    assert last > 0.9 and last > first + 0.2, rewards
+
+
+@pytest.mark.parametrize("epsilon, direction", [(0.0, "up"), (100.0, "down")])
+def test_lambda_follows_the_constraint(epsilon, direction, tiny_overrides):
+    config = UniAPLConfig.from_yaml(None, tiny_overrides + [
+        "algorithm.name=uniapl_no_adv", "training.max_steps=4", f"algorithm.epsilon={epsilon}",
+        "algorithm.lambda_init=1.0", "algorithm.eta_lambda=0.05",
+    ])
+    run = UniAPLTrainer(args=config).train().parent
+    rows = read_metrics(run)
+    lambdas = [r["lambda"] for r in rows]
+    for row in rows:
+        assert (row["c_batch"] > epsilon) == (direction == "up")
+    if direction == "up":  # C ~ 10.8 nats on a random model: lambda gains eta * (C - 0) each step
+        assert all(b > a for a, b in zip(lambdas, lambdas[1:])), lambdas
+    else:  # C - 100 < 0: one step of 0.05 * (C - 100) takes lambda from 1 to the floor 0
+        assert lambdas[0] == 1.0 and all(x == 0.0 for x in lambdas[1:]), lambdas
+
+
+def test_discriminator_separates_expert_from_policy(tiny_overrides):
+    config = UniAPLConfig.from_yaml(None, tiny_overrides + [
+        "algorithm.name=uniapl", "training.max_steps=10", "algorithm.discriminator.learning_rate=3e-3",
+        "algorithm.discriminator.steps_per_update=3",
+    ])
+    run = UniAPLTrainer(args=config).train().parent
+    last = read_metrics(run)[-1]
+    assert (last["disc/acc_expert"] + last["disc/acc_policy"]) / 2 > 0.8, last
+    # policy responses look unlike the expert's: clipped r_adv is negative and within [-c, c]
+    assert -config.algorithm.adv_clip <= last["adv/r_adv_mean"] < 0
+
+
+class StopAfter:
+    """A reward that interrupts the run at a given call, like a kill in the middle of a step."""
+
+    def __init__(self, calls: int):
+        self.calls = calls
+        self.__name__ = "no_commas"
+
+    def __call__(self, prompts, completions, **kwargs):
+        self.calls -= 1
+        if self.calls < 0:
+            raise KeyboardInterrupt
+        from uniapl.rewards.builtin import no_commas
+
+        return no_commas(prompts, completions)
+
+
+def final_state(run: Path) -> dict:
+    return load_file(str(run / "final" / "model.safetensors"))
+
+
+def test_resume_reaches_the_same_parameters(tiny_overrides, tmp_path):
+    common = tiny_overrides + ["algorithm.name=uniapl", "training.max_steps=4", "training.save_steps=2",
+                               "training.learning_rate=1e-3", "algorithm.discriminator.learning_rate=1e-2"]
+    straight = UniAPLConfig.from_yaml(None, common + [f"training.output_dir={tmp_path / 'straight'}"])
+    UniAPLTrainer(args=straight).train()
+
+    resumed = UniAPLConfig.from_yaml(None, common + [f"training.output_dir={tmp_path / 'resumed'}"])
+    with pytest.raises(KeyboardInterrupt):
+        UniAPLTrainer(args=resumed, reward_funcs=[StopAfter(calls=3)]).train()
+    checkpoints = tmp_path / "resumed" / "checkpoints"
+    assert (checkpoints / "latest").read_text() == "step-000002"
+    assert not (tmp_path / "resumed" / "final").exists()
+    UniAPLTrainer(args=resumed).train(resume=True)
+
+    a, b = final_state(tmp_path / "straight"), final_state(tmp_path / "resumed")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+    steps = [r["step"] for r in read_metrics(tmp_path / "resumed")]
+    assert steps == [1, 2, 3, 4]
+    lam_a = read_metrics(tmp_path / "straight")[-1]["lambda"]
+    lam_b = read_metrics(tmp_path / "resumed")[-1]["lambda"]
+    assert math.isclose(lam_a, lam_b, rel_tol=1e-9)
+
+
+def test_checkpoint_has_no_pickle_and_survives_a_crashed_save(tiny_overrides, tmp_path, monkeypatch):
+    config = UniAPLConfig.from_yaml(None, tiny_overrides + ["training.save_steps=1", "training.max_steps=1"])
+    trainer = UniAPLTrainer(args=config)
+    trainer.train()
+    checkpoints = tmp_path / "run" / "checkpoints"
+    folder = checkpoints / "step-000001"
+    suffixes = {p.suffix for p in folder.rglob("*") if p.is_file()}
+    assert suffixes <= {".safetensors", ".json", ".jinja", ".txt"}, suffixes
+
+    import uniapl.checkpoint as ckpt
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt, "save_file", crash)
+    trainer.global_step = 2
+    with pytest.raises(OSError):
+        trainer.save_checkpoint()
+    assert (checkpoints / "latest").read_text() == "step-000001"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["latest", "step-000001"]
