@@ -80,6 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, help="torch CPU threads per system (default: torch's); 1 avoids spin-waiting on a shared CPU")
     p.add_argument("--json-out", help="also write the parent's results to this JSON file")
     args = p.parse_args(argv)
     if not 1 <= args.prompts <= len(PROMPTS):
@@ -205,18 +206,20 @@ def run_one(args: argparse.Namespace) -> None:
     import torch
     import transformers
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     result = run_trl(args, device) if args.only == "trl-grpo" else run_ours(args.only.removeprefix("ours-"), args, device)
     result.update(
         system=args.only, device=device, peak_memory_mb=peak_memory_mb(device), torch=torch.__version__,
-        transformers=transformers.__version__,
+        transformers=transformers.__version__, threads=torch.get_num_threads(),
     )
     print(RESULT_PREFIX + json.dumps(result), flush=True)
 
 
 def child_command(system: str, args: argparse.Namespace) -> list[str]:
     command = [sys.executable, os.path.abspath(__file__), "--only", system]
-    for flag in ("steps", "prompts", "generations", "max_new_tokens", "model", "dtype", "device", "seed"):
+    for flag in ("steps", "prompts", "generations", "max_new_tokens", "model", "dtype", "device", "seed", "threads"):
         value = getattr(args, flag)
         if value is not None:
             command += ["--" + flag.replace("_", "-"), str(value)]
@@ -245,7 +248,8 @@ def print_table(results: list[dict], args: argparse.Namespace) -> None:
     memory = "peak CUDA MiB" if results[0]["device"] == "cuda" else "peak RSS MiB"
     print(f"\nmodel {args.model}, {args.dtype}, {results[0]['device']}, {args.prompts} prompts x {args.generations} "
           f"rollouts, {args.max_new_tokens} new tokens, beta 0, no_commas reward; uniapl B_E = {args.prompts} demos/step; "
-          f"median of {args.steps} steps after 1 warm-up; torch {results[0]['torch']}, transformers {results[0]['transformers']}")
+          f"median of {args.steps} steps after 1 warm-up; {results[0]['threads']} torch threads; torch {results[0]['torch']}, "
+          f"transformers {results[0]['transformers']}")
     print(f"| system | s/step (median) | completion tok/s | mean completion len | generation s | scoring s | training s | {memory} | all steps (s) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in results:

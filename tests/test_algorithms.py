@@ -147,13 +147,14 @@ def test_k3_kl_is_non_negative():
 @pytest.mark.parametrize(
     "weighting, expected_value, expected_grad",
     [
-        ("none", math.log(2), -1.0),  # -log 0.5 = 0.693147; d/dlogp = -1
-        # p = 0.5: weight p(1 - p) = 0.25 -> 0.25 x 0.693147 = 0.173287; the weight is detached, so d/dlogp = -0.25
-        ("chord_phi", 0.25 * math.log(2), -0.25),
+        ("none", math.log(4), -1.0),  # -log 0.25 = 1.386294; d/dlogp = -1
+        # p = 0.25: weight p(1 - p) = 0.1875 -> 0.1875 x 1.386294 = 0.259930. The weight is detached, so
+        # d/dlogp = -0.1875 (through p it would add 1.386294 x (p - 2p^2) = +0.173287).
+        ("chord_phi", 0.1875 * math.log(4), -0.1875),
     ],
 )
 def test_sft_token_nll(weighting, expected_value, expected_grad):
-    logp = torch.log(torch.tensor([0.5])).requires_grad_()
+    logp = torch.log(torch.tensor([0.25])).requires_grad_()
     value = losses.sft_token_nll(logp, weighting)
     value.sum().backward()
     close(value, [expected_value])
