@@ -97,6 +97,6 @@ def make_run(
         analysis_dir = run / "final" / "analysis"
         analysis_dir.mkdir()
         (analysis_dir / ANALYSIS_JSON).write_text(json.dumps(analysis), encoding="utf-8")
-        overlaid_histogram(analysis["length_tokens"]["histogram"], "Response length", "tokens", analysis_dir / LENGTH_PNG)
-        overlaid_histogram(analysis["mean_token_logprob"]["histogram"], "Log-prob", "log-prob", analysis_dir / LOGPROB_PNG)
+        overlaid_histogram(analysis["length_tokens"], "Response length", "tokens", analysis_dir / LENGTH_PNG)
+        overlaid_histogram(analysis["mean_token_logprob"], "Log-prob", "log-prob", analysis_dir / LOGPROB_PNG)
     return run

@@ -126,9 +126,9 @@ def analyze_model(model_name: str, expert_file: str | Path, out_dir: str | Path,
             for e, s, n, lp, elp in zip(examples, samples, policy_lengths, policy_mean_logprob, expert_mean_logprob)
         ],
     )
-    overlaid_histogram(result["length_tokens"]["histogram"], "Response length", "completion tokens (incl. EOS)", out_dir / LENGTH_PNG)
+    overlaid_histogram(result["length_tokens"], "Response length", "completion tokens (incl. EOS)", out_dir / LENGTH_PNG)
     overlaid_histogram(
-        result["mean_token_logprob"]["histogram"],
+        result["mean_token_logprob"],
         "Per-token log-prob under the policy",
         "mean log-prob per token of each response",
         out_dir / LOGPROB_PNG,

@@ -27,18 +27,29 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def overlaid_histogram(histogram: dict, title: str, xlabel: str, path: Path, policy_label: str = "policy") -> Path:
-    """The policy's and the expert's counts over shared bins (from `distributions.shared_histogram`)."""
+def _legend_label(name: str, summary: dict) -> str:
+    if summary["mean"] is None:
+        return f"{name} (none)"
+    return f"{name} (n={summary['n']}, mean {summary['mean']:.3g}, median {summary['median']:.3g})"
+
+
+def overlaid_histogram(comparison: dict, title: str, xlabel: str, path: Path) -> Path:
+    """The policy's and the expert's counts over shared bins, from `distributions.compare_samples`."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
+    histogram, distance = comparison["histogram"], comparison["distance"]
     edges = histogram["bin_edges"]
     if edges:
         centers = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
-        ax.hist(centers, bins=edges, weights=histogram["policy_counts"], alpha=0.55, color=POLICY_COLOR, label=policy_label)
-        ax.hist(centers, bins=edges, weights=histogram["expert_counts"], alpha=0.55, color=EXPERT_COLOR, label="expert")
-        ax.legend()
-    ax.set_title(title)
+        for side, color in (("policy", POLICY_COLOR), ("expert", EXPERT_COLOR)):
+            ax.hist(centers, bins=edges, weights=histogram[f"{side}_counts"], alpha=0.55, color=color,
+                    label=_legend_label(side, comparison[side]))
+        ax.legend(fontsize=8)
+    if distance["wasserstein_1"] is not None:
+        title += f"  (W1 {distance['wasserstein_1']:.3g}, KS {distance['ks_statistic']:.2f})"
+    ax.set_title(title, fontsize=10)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("responses")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     return _save(fig, path)
 
 
