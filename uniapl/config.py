@@ -128,6 +128,7 @@ class TrainingConfig:
     weight_decay: float = 0.0
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
     lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
     warmup_steps: int = 0
     max_grad_norm: float = 1.0
@@ -205,6 +206,7 @@ class UniAPLConfig:
         check(t.prompts_per_step > 0, "training.prompts_per_step", "must be > 0")
         check(t.demos_per_step > 0, "training.demos_per_step", "must be > 0")
         check(t.weight_decay >= 0, "training.weight_decay", "must be >= 0")
+        check(t.adam_epsilon > 0, "training.adam_epsilon", "must be > 0")
         check(t.max_grad_norm > 0, "training.max_grad_norm", "must be > 0")
         check(t.save_steps >= 0, "training.save_steps", "must be >= 0 (0 saves only the final model)")
         check(t.save_total_limit >= 1, "training.save_total_limit", "must be >= 1")

@@ -213,7 +213,7 @@ class UniAPLTrainer:
         t = self.config.training
         params = [p for p in self._unwrapped().parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
-            params, lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2), weight_decay=t.weight_decay
+            params, lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_epsilon, weight_decay=t.weight_decay
         )
 
         def factor(step: int) -> float:

@@ -17,6 +17,8 @@ def run(args) -> int:
     from uniapl.trainer import UniAPLTrainer
 
     config = UniAPLConfig.from_yaml(args.config, args.overrides)
-    final = UniAPLTrainer(args=config).train(resume=args.resume)
-    print(f"final model: {final}")
+    trainer = UniAPLTrainer(args=config)
+    final = trainer.train(resume=args.resume)
+    if trainer.accelerator.is_main_process:
+        print(f"final model: {final}")
     return 0
