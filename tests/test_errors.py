@@ -1,0 +1,73 @@
+"""User errors get one clear message naming the field, file or line, and no traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+from uniapl.cli import main
+
+
+def run_cli(capsys, args: list[str]) -> str:
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err
+
+
+def train_args(overrides: list[str]) -> list[str]:
+    return ["train"] + [x for o in overrides for x in ("--set", o)]
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("algorithm.name=dpo", "algorithm.name: 'dpo' is not allowed"),
+        ("training.max_steps=ten", "training.max_steps: expected an integer, got 'ten'"),
+        ("training.learning_rate=-0.001", "training.learning_rate: must be > 0"),
+        ("model.dtype=int8", "allowed values: bf16, fp32"),
+        ("training.warmup=3", "unknown field 'training.warmup'"),
+        ("rewards=[{name: no_such_module.fn}]", "could not import module 'no_such_module'"),
+        ("rewards=[{name: uniapl.rewards.builtin.nothing_here}]", "has no function 'nothing_here'"),
+    ],
+)
+def test_bad_config_values(override, expected, tiny_overrides, capsys):
+    err = run_cli(capsys, train_args(tiny_overrides + [override]))
+    assert expected in err
+
+
+def test_missing_config_file(capsys, tmp_path):
+    assert "does not exist" in run_cli(capsys, ["train", str(tmp_path / "nope.yaml")])
+
+
+def test_missing_data_file(tiny_overrides, tmp_path, capsys):
+    err = run_cli(capsys, train_args(tiny_overrides + [f"data.prompts={tmp_path / 'missing.jsonl'}"]))
+    assert "missing.jsonl' does not exist" in err
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ('{"prompt": "a", "completion": "b"}\n{not json\n', ":2: not valid JSON"),
+        ('{"prompt": "a", "completion": "b"}\n{"question": "x"}\n', ":2: the row has neither 'prompt' nor 'messages'"),
+        ('{"prompt": "a", "completion": 5}\n', ":1: field 'completion' must be a non-empty list of messages"),
+        ('{"messages": [{"role": "robot", "content": "hi"}]}\n', ":1: field 'messages[0].role'"),
+        ("\n\n", "has no rows"),
+    ],
+)
+def test_bad_data_rows(content, expected, tiny_overrides, tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(content)
+    err = run_cli(capsys, train_args(tiny_overrides + [f"data.prompts={bad}"]))
+    assert str(bad) in err and expected in err
+
+
+def test_demonstrations_required(tiny_overrides, tmp_path, capsys):
+    prompts_only = tmp_path / "prompts.jsonl"
+    prompts_only.write_text('{"prompt": "Say hi."}\n')
+    err = run_cli(capsys, train_args(tiny_overrides + [f"data.prompts={prompts_only}", "algorithm.name=uniapl"]))
+    assert "needs expert demonstrations" in err
+
+
+def test_missing_model_folder(tiny_overrides, tmp_path, capsys):
+    err = run_cli(capsys, train_args(tiny_overrides + [f"model.name={tmp_path / 'no-model'}"]))
+    assert "does not exist" in err
