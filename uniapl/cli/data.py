@@ -1,0 +1,43 @@
+"""`uniapl data build-if`: IFEval-style training prompts with 1 to 3 verifiable instructions each."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("data", help="build training data")
+    tools = parser.add_subparsers(dest="tool", required=True, metavar="TOOL")
+    build = tools.add_parser(
+        "build-if",
+        help="prompts with IFEval-type constraints (decontaminated against IFEval)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    build.add_argument("--n", type=int, required=True, help="number of training prompts")
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--out", required=True, help="output JSONL")
+    build.add_argument("--heldout", type=int, default=0, help="also build this many held-out prompts with other base tasks")
+    build.add_argument("--heldout-out", default=None, help="output JSONL for the held-out prompts")
+    build.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from collections import Counter
+
+    from uniapl.datatools.build_if import build_if_rows
+    from uniapl.datatools.jsonl import write_jsonl_atomic
+    from uniapl.errors import UniaplError
+
+    if bool(args.heldout) != bool(args.heldout_out):
+        raise UniaplError("--heldout N and --heldout-out FILE go together")
+    train, heldout, dropped = build_if_rows(args.n, args.seed, args.heldout)
+    write_jsonl_atomic(args.out, train)
+    print(f"wrote {len(train)} prompts to {args.out}")
+    if args.heldout_out:
+        write_jsonl_atomic(args.heldout_out, heldout)
+        print(f"wrote {len(heldout)} held-out prompts to {args.heldout_out}")
+    for reason, count in dropped.most_common():
+        print(f"  skipped {count} candidates: {reason}")
+    types = Counter(i for row in train + heldout for i in row["instruction_id_list"])
+    print(f"  {len(types)} instruction types; most common: " + ", ".join(f"{k} {v}" for k, v in types.most_common(5)))
+    return 0

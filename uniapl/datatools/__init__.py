@@ -1,0 +1,1 @@
+"""Data tools: IFEval-style training prompts, expert demonstrations from a teacher, rule-based repairs."""

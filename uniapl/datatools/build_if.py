@@ -1,0 +1,127 @@
+"""IFEval-style training prompts: a base task plus 1 to 3 verifiable instructions.
+
+The instruction text comes from the reference instruction classes (`build_description`, which also
+picks random arguments), so the training constraints read exactly like IFEval's, and the row keeps
+the `instruction_id_list` and `kwargs` that the same classes check. Instructions that IFEval's own
+conflict table pairs are never combined. A prompt that shares a word 8-gram with any IFEval prompt is
+dropped (decontamination), and base tasks are never reused, so the held-out split is disjoint.
+
+Decontamination leaves out the 8-grams that lie wholly inside a reference instruction description:
+IFEval's prompts were written from those same templates ("Your answer must contain a title, wrapped
+in double angular brackets..."), so no prompt that asks what IFEval asks could avoid them. Every
+other 8-gram (the base task, and the joins between task and instructions) must be new.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+from uniapl.errors import UniaplError
+from uniapl.textstats import ngrams, words
+
+DECONTAMINATION_N = 8
+REPEAT_PROMPT = "combination:repeat_prompt"
+# how many instructions a prompt gets: 1, 2 or 3
+INSTRUCTION_COUNT_WEIGHTS = {1: 0.4, 2: 0.4, 3: 0.2}
+
+
+def word_ngrams(text: str, n: int = DECONTAMINATION_N) -> set[tuple[str, ...]]:
+    return set(ngrams(words(text), n))
+
+
+def ifeval_ngrams(docs: list[dict], n: int = DECONTAMINATION_N) -> set[tuple[str, ...]]:
+    """Every word n-gram of IFEval's prompts: the set a training prompt must not touch."""
+    grams: set[tuple[str, ...]] = set()
+    for doc in docs:
+        grams |= word_ngrams(doc["prompt"], n)
+    return grams
+
+
+def conflicts(a: str, b: str, table: dict[str, set[str]]) -> bool:
+    """IFEval's conflict table, read both ways (lm-eval does not make it symmetric)."""
+    return a == b or b in table.get(a, set()) or a in table.get(b, set())
+
+
+def choose_instructions(rng: random.Random, registry) -> list[str]:
+    """1 to 3 instruction ids, no two of which conflict."""
+    count = rng.choices(list(INSTRUCTION_COUNT_WEIGHTS), weights=list(INSTRUCTION_COUNT_WEIGHTS.values()))[0]
+    available = sorted(registry.INSTRUCTION_DICT)
+    chosen: list[str] = []
+    while len(chosen) < count:
+        candidates = [i for i in available if not any(conflicts(i, c, registry.INSTRUCTION_CONFLICTS) for c in chosen)]
+        if not candidates:
+            break
+        chosen.append(rng.choice(candidates))
+    return chosen
+
+
+def contaminated_ngrams(text: str, descriptions: list[str], ifeval_grams: set) -> set[tuple[str, ...]]:
+    """The prompt's 8-grams shared with IFEval, other than those inside a reference instruction description."""
+    template_grams: set[tuple[str, ...]] = set()
+    for description in descriptions:
+        template_grams |= word_ngrams(description)
+    return (word_ngrams(text) - template_grams) & ifeval_grams
+
+
+def render_instructions(task: str, instruction_ids: list[str], seed: int, registry) -> tuple[str, list[dict], list[str]]:
+    """The prompt text, one kwargs dict per instruction and the descriptions, all from the reference classes.
+
+    repeat_prompt goes last: it asks to repeat the request before it, which is its `prompt_to_repeat`.
+    """
+    ordered = [i for i in instruction_ids if i != REPEAT_PROMPT] + [i for i in instruction_ids if i == REPEAT_PROMPT]
+    request = task
+    kwargs_by_id = {}
+    descriptions = []
+    from uniapl.ifeval.reference import seeded_global_random
+
+    with seeded_global_random(seed):
+        for instruction_id in ordered:
+            checker = registry.INSTRUCTION_DICT[instruction_id](instruction_id)
+            if instruction_id == REPEAT_PROMPT:
+                description = checker.build_description(prompt_to_repeat=request)
+                request = f"{request}\n{description}"
+            else:
+                description = checker.build_description()
+                request = f"{request} {description}"
+            kwargs_by_id[instruction_id] = checker.get_instruction_args() or {}
+            descriptions.append(description)
+    return request, [kwargs_by_id[i] for i in instruction_ids], descriptions
+
+
+def build_if_rows(n: int, seed: int, heldout: int = 0, key_prefix: str = "if") -> tuple[list[dict], list[dict], Counter]:
+    """`n` training rows and `heldout` held-out rows with distinct base tasks, and why candidates were dropped."""
+    from uniapl.datatools.tasks import base_task
+    from uniapl.ifeval.data import load_ifeval
+    from uniapl.ifeval.reference import reference_registry
+
+    if n < 1 or heldout < 0:
+        raise UniaplError(f"--n must be at least 1 and --heldout at least 0, got {n} and {heldout}")
+    registry = reference_registry()
+    contaminated = ifeval_ngrams(load_ifeval())
+    rng = random.Random(seed)
+    used_tasks: set[str] = set()
+    rows: list[dict] = []
+    dropped: Counter = Counter()
+    attempts = 0
+    while len(rows) < n + heldout:
+        attempts += 1
+        if attempts > 50 * (n + heldout):
+            raise UniaplError(f"could only build {len(rows)} distinct clean prompts of {n + heldout}; ask for fewer")
+        task = base_task(rng)
+        if task in used_tasks:
+            dropped["repeated base task"] += 1
+            continue
+        instruction_ids = choose_instructions(rng, registry)
+        text, kwargs, descriptions = render_instructions(task, instruction_ids, rng.getrandbits(63), registry)
+        if contaminated_ngrams(text, descriptions, contaminated):
+            dropped[f"shares a {DECONTAMINATION_N}-gram with IFEval"] += 1
+            continue
+        used_tasks.add(task)
+        rows.append({
+            "key": f"{key_prefix}-{seed}-{len(rows):05d}",
+            "prompt": [{"role": "user", "content": text}],
+            "instruction_id_list": instruction_ids,
+            "kwargs": kwargs,
+        })
+    return rows[:n], rows[n:], dropped

