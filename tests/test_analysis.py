@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from uniapl.analysis.analyze import verifier_scores
+from uniapl.analysis.analyze import default_out_dir, verifier_scores
 from uniapl.analysis.distributions import compare_samples, distribution_distance, mean_and_standard_error, summarize
 from uniapl.analysis.expert_rows import load_expert_examples
 from uniapl.cli import main
@@ -92,6 +92,12 @@ def test_verifier_scores_skip_rows_a_reward_does_not_apply_to(tmp_path):
 
     assert verifier_scores(reward, examples, ["a", "b", "c", "d"]) == {"n_scored": 3, "mean_score": 0.5, "pass_rate": 1 / 3}
     assert seen["level"] == [0, 1, 2, 3]
+
+
+def test_default_out_dir_is_beside_a_local_model_else_under_analysis(tmp_path):
+    assert default_out_dir(str(tmp_path)) == tmp_path / "analysis"
+    assert str(default_out_dir("smollm2-135m-instruct")) == "analysis/smollm2-135m-instruct"
+    assert str(default_out_dir("org/model")) == "analysis/org__model"
 
 
 # --- expert rows -------------------------------------------------------------------------------------
