@@ -19,6 +19,11 @@ def add_parser(subparsers) -> None:
     build.add_argument("--heldout", type=int, default=0, help="also build this many held-out prompts with other base tasks")
     build.add_argument("--heldout-out", default=None, help="output JSONL for the held-out prompts")
     build.set_defaults(func=run)
+    attach = tools.add_parser("attach-demos", help="all prompts, with the teacher's demonstrations where it solved them")
+    attach.add_argument("--prompts", required=True, help="prompts JSONL from build-if")
+    attach.add_argument("--demos", required=True, help="output of `uniapl teach` (may cover only part of the prompts)")
+    attach.add_argument("--out", required=True, help="output JSONL")
+    attach.set_defaults(func=run_attach)
 
 
 def run(args) -> int:
@@ -40,4 +45,14 @@ def run(args) -> int:
         print(f"  skipped {count} candidates: {reason}")
     types = Counter(i for row in train + heldout for i in row["instruction_id_list"])
     print(f"  {len(types)} instruction types; most common: " + ", ".join(f"{k} {v}" for k, v in types.most_common(5)))
+    return 0
+
+
+def run_attach(args) -> int:
+    from uniapl.datatools.jsonl import write_jsonl_atomic
+    from uniapl.datatools.teach import attach_demonstrations
+
+    rows, solved = attach_demonstrations(args.prompts, args.demos)
+    write_jsonl_atomic(args.out, rows)
+    print(f"wrote {len(rows)} prompts to {args.out}, {solved} with a demonstration")
     return 0

@@ -64,6 +64,19 @@ def contaminated_ngrams(text: str, descriptions: list[str], ifeval_grams: set) -
     return (word_ngrams(text) - template_grams) & ifeval_grams
 
 
+def checkable_as_asked(instruction_id: str, kwargs: dict, description: str, registry) -> bool:
+    """Whether the checker, given the row's kwargs the way lm-eval passes them, asks what the prompt asks.
+
+    The reference classes sometimes draw arguments they reject when given back (paragraph 6 of 5);
+    the checker then redraws them at random, so such an instruction cannot be scored. A redraw is
+    seen exactly: the global random state moves.
+    """
+    checker = registry.INSTRUCTION_DICT[instruction_id](instruction_id)
+    state = random.getstate()
+    rebuilt = checker.build_description(**{k: v for k, v in kwargs.items() if v})
+    return random.getstate() == state and rebuilt == description
+
+
 def render_instructions(task: str, instruction_ids: list[str], seed: int, registry) -> tuple[str, list[dict], list[str]]:
     """The prompt text, one kwargs dict per instruction and the descriptions, all from the reference classes.
 
@@ -71,8 +84,7 @@ def render_instructions(task: str, instruction_ids: list[str], seed: int, regist
     """
     ordered = [i for i in instruction_ids if i != REPEAT_PROMPT] + [i for i in instruction_ids if i == REPEAT_PROMPT]
     request = task
-    kwargs_by_id = {}
-    descriptions = []
+    kwargs_by_id, description_by_id = {}, {}
     from uniapl.ifeval.reference import seeded_global_random
 
     with seeded_global_random(seed):
@@ -85,8 +97,8 @@ def render_instructions(task: str, instruction_ids: list[str], seed: int, regist
                 description = checker.build_description()
                 request = f"{request} {description}"
             kwargs_by_id[instruction_id] = checker.get_instruction_args() or {}
-            descriptions.append(description)
-    return request, [kwargs_by_id[i] for i in instruction_ids], descriptions
+            description_by_id[instruction_id] = description
+    return request, [kwargs_by_id[i] for i in instruction_ids], [description_by_id[i] for i in instruction_ids]
 
 
 def build_if_rows(n: int, seed: int, heldout: int = 0, key_prefix: str = "if") -> tuple[list[dict], list[dict], Counter]:
@@ -114,6 +126,9 @@ def build_if_rows(n: int, seed: int, heldout: int = 0, key_prefix: str = "if") -
             continue
         instruction_ids = choose_instructions(rng, registry)
         text, kwargs, descriptions = render_instructions(task, instruction_ids, rng.getrandbits(63), registry)
+        if not all(checkable_as_asked(i, k, d, registry) for i, k, d in zip(instruction_ids, kwargs, descriptions)):
+            dropped["reference drew arguments its checker redraws"] += 1
+            continue
         if contaminated_ngrams(text, descriptions, contaminated):
             dropped[f"shares a {DECONTAMINATION_N}-gram with IFEval"] += 1
             continue

@@ -215,3 +215,14 @@ def summarize(outcomes: list[dict]) -> dict:
             for inst, t in sorted(per_type.items())
         },
     }
+
+
+def attach_demonstrations(prompts: str, demonstrations: str) -> tuple[list[dict], int]:
+    """Every prompt row, with the `completion` of the teacher's output where it solved that prompt.
+
+    A teacher run can stop part-way (it resumes later); this gives the full prompt set in the meantime.
+    """
+    rows = load_constraint_rows(prompts)
+    solved = {d["key"]: d["completion"] for d in read_jsonl(demonstrations) if "completion" in d}
+    attached = [{**row, "completion": solved[row["key"]]} if row["key"] in solved else row for row in rows]
+    return attached, sum(row["key"] in solved for row in rows)

@@ -1,0 +1,105 @@
+"""build-if: reference instruction text, no conflicting pairs, decontaminated against IFEval, disjoint splits."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from uniapl.cli import main
+from uniapl.datatools.build_if import build_if_rows, ifeval_ngrams, word_ngrams
+from uniapl.ifeval.data import load_constraint_rows, load_ifeval
+from uniapl.ifeval.reference import reference_registry
+
+
+@pytest.fixture(scope="module")
+def built():
+    return build_if_rows(120, seed=7, heldout=30)
+
+
+def descriptions(row):
+    """Each instruction's text, rendered again from the row's kwargs by the reference classes."""
+    registry = reference_registry()
+    texts = []
+    for inst, kwargs in zip(row["instruction_id_list"], row["kwargs"]):
+        texts.append(registry.INSTRUCTION_DICT[inst](inst).build_description(**kwargs))
+    return texts
+
+
+def base_task(row):
+    """The request before the first instruction text."""
+    content = row["prompt"][0]["content"]
+    return content[: min(content.index(text) for text in descriptions(row))].strip()
+
+
+def test_rows_have_the_training_format_and_1_to_3_instructions(built):
+    train, heldout, _ = built
+    assert len(train) == 120 and len(heldout) == 30
+    for row in train + heldout:
+        assert set(row) == {"key", "prompt", "instruction_id_list", "kwargs"}
+        assert row["prompt"][0]["role"] == "user" and len(row["prompt"]) == 1
+        assert 1 <= len(row["instruction_id_list"]) <= 3
+        assert len(row["kwargs"]) == len(row["instruction_id_list"])
+    assert len({i for r in train + heldout for i in r["instruction_id_list"]}) >= 20
+
+
+def test_instruction_text_is_the_reference_description(built):
+    for row in built[0]:
+        for text in descriptions(row):
+            assert text in row["prompt"][0]["content"]
+
+
+def test_no_conflicting_instructions_are_combined(built):
+    conflicts = reference_registry().INSTRUCTION_CONFLICTS
+    for row in built[0] + built[1]:
+        ids = row["instruction_id_list"]
+        for i, a in enumerate(ids):
+            for b in ids[i + 1 :]:
+                assert a != b and b not in conflicts[a] and a not in conflicts[b], (a, b)
+
+
+def test_no_8gram_shared_with_ifeval_outside_the_reference_descriptions(built):
+    ifeval = ifeval_ngrams(load_ifeval())
+    for row in built[0] + built[1]:
+        template = set().union(*(word_ngrams(t) for t in descriptions(row)))
+        assert not (word_ngrams(row["prompt"][0]["content"]) - template) & ifeval
+        assert not word_ngrams(base_task(row)) & ifeval
+
+
+def test_splits_use_disjoint_base_tasks_and_the_seed_repeats_them(built):
+    train, heldout, _ = built
+    assert not {base_task(r) for r in train} & {base_task(r) for r in heldout}
+    assert len({base_task(r) for r in train}) == len(train)
+    again, _, _ = build_if_rows(5, seed=7, heldout=0)
+    assert again == train[:5]
+
+
+def test_cli_writes_files_the_checkers_accept(tmp_path, capsys):
+    out, held = tmp_path / "train.jsonl", tmp_path / "held.jsonl"
+    assert main(["data", "build-if", "--n", "6", "--seed", "1", "--out", str(out), "--heldout", "2", "--heldout-out", str(held)]) == 0
+    assert len(load_constraint_rows(out)) == 6 and len(load_constraint_rows(held)) == 2
+    assert main(["data", "build-if", "--n", "6", "--out", str(out), "--heldout", "2"]) == 2
+    assert "go together" in capsys.readouterr().err
+
+
+def test_bundled_data_is_clean_and_its_demonstrations_pass():
+    from pathlib import Path
+
+    from uniapl.rewards import resolve_reward
+
+    data = Path(__file__).resolve().parent.parent / "data"
+    train, heldout = load_constraint_rows(data / "if_train.jsonl"), load_constraint_rows(data / "if_heldout.jsonl")
+    assert 1000 <= len(train) <= 2000 and 150 <= len(heldout) <= 250
+    ifeval = ifeval_ngrams(load_ifeval())
+    for row in train + heldout:
+        template = set().union(*(word_ngrams(t) for t in descriptions(row)))
+        assert not (word_ngrams(row["prompt"][0]["content"]) - template) & ifeval
+    assert not {base_task(r) for r in train} & {base_task(r) for r in heldout}
+    demos = [r for r in train + heldout if "completion" in r]
+    assert demos, "no expert demonstrations bundled"
+    strict = resolve_reward("ifeval_strict")(
+        prompts=[r["prompt"] for r in demos], completions=[r["completion"] for r in demos],
+        instruction_id_list=[r["instruction_id_list"] for r in demos], kwargs=[r["kwargs"] for r in demos],
+    )
+    assert strict == [1.0] * len(demos)
+    assert all(json.dumps(r["completion"]).startswith('[{"role": "assistant"') for r in demos)
