@@ -7,13 +7,13 @@ import statistics
 
 import pytest
 import yaml
+from markdown_tables import cell, table_with
 from synthetic_runs import analysis_result, eval_scores, make_run
 
 from uniapl.analysis import compare as compare_module
 from uniapl.analysis.compare import CompareSettings, compare
 from uniapl.cli import main
 from uniapl.errors import UniaplError
-from test_report import cell, table_with
 
 
 def tiny_config(tmp_path, data_file) -> str:
