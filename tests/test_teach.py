@@ -45,10 +45,10 @@ def test_repair_fixes_the_best_sample_and_is_kept_only_if_it_passes():
     assert judge(keyword_row, ["no such word"], use_repair=True)[:2] == (DROPPED, None)
 
 
-@pytest.fixture
-def prompts_file(tmp_path):
-    rows, _, _ = build_if_rows(6, seed=11)
-    path = tmp_path / "prompts.jsonl"
+@pytest.fixture(scope="module")
+def prompts_file(tmp_path_factory):
+    rows, _, _ = build_if_rows(4, seed=11)
+    path = tmp_path_factory.mktemp("prompts") / "prompts.jsonl"
     write_jsonl_atomic(path, rows)
     return path
 
@@ -67,10 +67,10 @@ class CrashingTeacher:
 
 
 def test_local_teacher_crash_loses_nothing_and_rerun_matches_an_uninterrupted_run(prompts_file, tmp_path):
-    teacher = LocalTeacher(TINY, Sampling(samples=2, max_new_tokens=8, temperature=1.0, seed=3), dtype="fp32", batch_size=2)
+    teacher = LocalTeacher(TINY, Sampling(samples=2, max_new_tokens=6, temperature=1.0, seed=3), dtype="fp32", batch_size=2)
     whole = tmp_path / "whole.jsonl"
     stats = teach(str(prompts_file), str(whole), teacher, progress=False)
-    assert stats["prompts"] == 6 and stats[SAMPLED] + stats[REPAIRED] + stats[DROPPED] == 6
+    assert stats["prompts"] == 4 and stats[SAMPLED] + stats[REPAIRED] + stats[DROPPED] == 4
     assert set(stats["per_instruction"]) == {i for r in map(json.loads, prompts_file.read_text().splitlines()) for i in r["instruction_id_list"]}
 
     resumed = tmp_path / "resumed.jsonl"
@@ -141,7 +141,7 @@ def test_attach_demos_gives_every_prompt_and_the_solved_completions(prompts_file
     first = json.loads(prompts_file.read_text().splitlines()[0])
     write_jsonl_atomic(demos, [{**first, "completion": [{"role": "assistant", "content": "done"}]}])
     rows, solved = attach_demonstrations(str(prompts_file), str(demos))
-    assert len(rows) == 6 and solved == 1
+    assert len(rows) == 4 and solved == 1
     assert rows[0]["completion"][0]["content"] == "done" and all("completion" not in r for r in rows[1:])
     out = tmp_path / "all.jsonl"
     assert main(["data", "attach-demos", "--prompts", str(prompts_file), "--demos", str(demos), "--out", str(out)]) == 0
