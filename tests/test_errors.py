@@ -71,3 +71,8 @@ def test_demonstrations_required(tiny_overrides, tmp_path, capsys):
 def test_missing_model_folder(tiny_overrides, tmp_path, capsys):
     err = run_cli(capsys, train_args(tiny_overrides + [f"model.name={tmp_path / 'no-model'}"]))
     assert "does not exist" in err
+
+
+def test_rl_without_a_reward(tiny_overrides, capsys):
+    err = run_cli(capsys, train_args(tiny_overrides + ["rewards=[]", "algorithm.name=grpo"]))
+    assert "rewards: algorithm 'grpo' runs RL and needs at least one reward function" in err

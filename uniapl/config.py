@@ -195,6 +195,9 @@ class UniAPLConfig:
             return [(first, sft_steps), (second, total - sft_steps)]
         return [(self.algorithm.name, total)]
 
+    def runs_rl(self) -> bool:
+        return any(self.components(stage).use_rl for stage, _ in self.stages())
+
     def validate(self) -> None:
         def check(ok: bool, field_name: str, message: str) -> None:
             if not ok:
@@ -233,8 +236,6 @@ class UniAPLConfig:
         check(d.max_accuracy is None or 0 < d.max_accuracy <= 1, "algorithm.discriminator.max_accuracy", "must be in (0, 1]")
         if a.name in STAGED and a.sft_stage_steps is not None:
             check(0 < a.sft_stage_steps < t.max_steps, "algorithm.sft_stage_steps", f"must be in (0, training.max_steps={t.max_steps})")
-        needs_rewards = any(self.components(stage).use_rl for stage, _ in self.stages())
-        check(not needs_rewards or bool(self.rewards), "rewards", f"algorithm '{a.name}' runs RL and needs at least one reward")
         for i, reward in enumerate(self.rewards):
             check(bool(reward.name), f"rewards[{i}].name", "must name a built-in reward or a dotted path")
 

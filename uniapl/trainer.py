@@ -37,7 +37,7 @@ from uniapl.checkpoint import (
 from uniapl.config import UniAPLConfig
 from uniapl.data import Example, examples_from_records, expert_demos, load_examples
 from uniapl.discriminators import Discriminator, HeadDiscriminator, ModelDiscriminator
-from uniapl.errors import DataError, UniaplError
+from uniapl.errors import ConfigError, DataError, UniaplError
 from uniapl.metrics import MetricsLogger
 from uniapl.rewards import WeightedReward, resolve_reward, score
 from uniapl.rollout import Completion, SamplingParams, encode_prompts, generate, sequence_seed
@@ -78,11 +78,16 @@ class UniAPLTrainer:
         expert_dataset=None,
         processing_class=None,
     ):
+        if isinstance(model, UniAPLConfig):
+            raise TypeError("pass the config as UniAPLTrainer(args=config); the first argument is the model")
         self.config = args or UniAPLConfig()
         self.config.validate()
         cfg = self.config
+        # bf16 autocast only on GPUs: CPU backward passes of bf16 matmuls fall back to a slow reference
+        # GEMM, so on a CPU bf16 means fp32 training with a bf16 copy of the weights for generation
+        self.train_in_bf16 = cfg.model.dtype == "bf16" and torch.cuda.is_available()
         self.accelerator = Accelerator(
-            cpu=not torch.cuda.is_available(), mixed_precision="bf16" if cfg.model.dtype == "bf16" else "no"
+            cpu=not torch.cuda.is_available(), mixed_precision="bf16" if self.train_in_bf16 else "no"
         )
         self.output_dir = Path(cfg.training.output_dir)
         self.checkpoint_dir = self.output_dir / "checkpoints"
@@ -91,6 +96,8 @@ class UniAPLTrainer:
 
         self.prompts, self.demos = self._load_data(train_dataset, expert_dataset)
         self.rewards = self._load_rewards(reward_funcs)
+        if cfg.runs_rl() and not self.rewards:
+            raise ConfigError(f"rewards: algorithm '{cfg.algorithm.name}' runs RL and needs at least one reward function")
         world = self.accelerator.num_processes
         for name in ("prompts_per_step", "demos_per_step"):
             if getattr(cfg.training, name) % world:
@@ -156,8 +163,8 @@ class UniAPLTrainer:
         self.start_model_name = name
         self.tokenizer = self._tokenizer_arg or load_tokenizer(name)
         lora = cfg.lora.enabled
-        # LoRA trains fp32 adapters on a frozen base, so the base may stay in bf16
-        load_dtype = "bf16" if (cfg.dtype == "bf16" and lora) else "fp32"
+        # LoRA trains fp32 adapters on a frozen base, so the base may stay in bf16 where training is bf16
+        load_dtype = "bf16" if (self.train_in_bf16 and lora) else "fp32"
         if start_from and not lora:
             policy = load_model(start_from, load_dtype)
         elif self._model_arg is not None and not isinstance(self._model_arg, str):
@@ -264,6 +271,11 @@ class UniAPLTrainer:
         if comps.lambda_mode == "schedule":
             return warmup_decay(self.stage_step, a.schedule_peak, a.schedule_final, a.schedule_warmup_steps, stage_steps, a.schedule_shape)
         return a.lambda_fixed
+
+    def _max_rl_length(self, comps: Components) -> int:
+        """The constant of Dr. GRPO's normalizer: the longest any RL row can be."""
+        r, d = self.config.rollout, self.config.data
+        return max(r.max_new_tokens, d.max_demo_length) if comps.expert_in_group else r.max_new_tokens
 
     def _global_sum(self, value: float) -> float:
         tensor = torch.tensor([float(value)], device=self.accelerator.device)
@@ -395,7 +407,8 @@ class UniAPLTrainer:
                     kl = losses.k3_kl(logp[rl_rows], ref_logp[rl_rows])
                     per_token = per_token + a.beta_kl * kl
                     metrics["kl"] = ((kl * mask[rl_rows]).sum() / mask[rl_rows].sum().clamp(min=1)).item()
-                rl_loss = aggregate(per_token, mask[rl_rows], max_length=r.max_new_tokens, num_tokens=n_rl_tokens, num_sequences=n_rl_seqs)
+                rl_loss = aggregate(per_token, mask[rl_rows], max_length=self._max_rl_length(comps),
+                                    num_tokens=n_rl_tokens, num_sequences=n_rl_seqs)
                 loss = loss + rl_loss * world
                 on_mask = mask[rl_rows] * on_policy[rl_rows][:, None]
                 n_on = on_mask.sum().clamp(min=1)
