@@ -18,13 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"uniapl.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"uniapl.cli.{name}":
-                continue  # that command is not part of this build
-            raise
-        module.add_parser(subparsers)
+        importlib.import_module(f"uniapl.cli.{name}").add_parser(subparsers)
     return parser
 
 
