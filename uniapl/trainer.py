@@ -291,60 +291,64 @@ class UniAPLTrainer:
         totals, per_function = score(self.rewards, prompts, completions_arg, columns)
         return torch.tensor(totals, dtype=torch.float32), per_function
 
+    def _rollout_rows(self, comps: Components, metrics: dict) -> tuple[list[TrainRow], torch.Tensor, int]:
+        """Generate G rollouts per prompt and score them: the batch's RL rows, their task rewards in group
+        layout (each prompt's G rollouts, then its expert member under LUFFY), and the tokens generated."""
+        cfg, r = self.config, self.config.rollout
+        t0 = time.perf_counter()
+        prompts, first = self._next_batch(self.prompts, "prompt_cursor", cfg.training.prompts_per_step, salt=1)
+        prompt_ids = self._prompt_ids(prompts)
+        repeated = [ids for ids in prompt_ids for _ in range(r.num_generations)]
+        seeds = [sequence_seed(cfg.training.seed, self.global_step, first * r.num_generations + i) for i in range(len(repeated))]
+        params = SamplingParams(r.max_new_tokens, r.temperature, r.top_p, r.top_k, do_sample=True)
+        completions = generate(self.rollout_model, self.tokenizer, repeated, params, seeds, r.batch_size)
+        metrics["time/generation"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        scored_examples = [e for e in prompts for _ in range(r.num_generations)]
+        scored_completions = list(completions)
+        if comps.expert_in_group:
+            demo_by_prompt = {d.prompt_key(): d for d in self.demos}
+            members = [demo_by_prompt[p.prompt_key()] for p in prompts]
+            member_ids = [self._demo_completion_ids(m) for m in members]
+            scored_examples += prompts
+            scored_completions += [Completion(ids, m.completion_text(), False) for ids, m in zip(member_ids, members)]
+        flat_rewards, per_function = self._score(scored_examples, scored_completions)
+        metrics["time/scoring"] = time.perf_counter() - t0
+
+        n = len(completions)
+        rows, task_rewards = [], flat_rewards[:n].view(len(prompts), r.num_generations)
+        if comps.expert_in_group:
+            task_rewards = torch.cat([task_rewards, flat_rewards[n:, None]], dim=1)
+        for g, ids in enumerate(prompt_ids):
+            rows += [TrainRow(ids, c.completion_ids, "rollout") for c in completions[g * r.num_generations : (g + 1) * r.num_generations]]
+            if comps.expert_in_group:
+                rows.append(TrainRow(ids, member_ids[g], "expert_member"))
+
+        all_rewards = self.accelerator.gather(flat_rewards[:n].to(self.accelerator.device))
+        metrics["reward/mean"] = all_rewards.mean().item()
+        metrics["reward/std"] = all_rewards.std().item() if len(all_rewards) > 1 else 0.0
+        for name, values in per_function.items():
+            valid = [v for v in values[:n] if v is not None]
+            if valid:
+                metrics[f"reward/{name}"] = float(np.mean(valid))
+        lengths = [len(c.completion_ids) for c in completions]
+        metrics.update({"length/mean": float(np.mean(lengths)), "length/min": float(min(lengths)),
+                        "length/max": float(max(lengths)), "length/truncated_frac": float(np.mean([c.truncated for c in completions]))})
+        return rows, task_rewards.reshape(-1), sum(lengths)
+
     def _step(self, comps: Components, stage_steps: int) -> dict:
         cfg, a, r = self.config, self.config.algorithm, self.config.rollout
         device = self.accelerator.device
-        metrics: dict[str, float] = {}
+        metrics: dict[str, float] = {"time/generation": 0.0, "time/scoring": 0.0}
         t_start = time.perf_counter()
-        rows: list[TrainRow] = []
         group_size = r.num_generations + (1 if comps.expert_in_group else 0)
 
         # 1. rollouts and task rewards
-        task_rewards = torch.zeros(0)
-        n_generated = 0
-        t_generation = t_scoring = 0.0
-        completions: list[Completion] = []
+        rows: list[TrainRow] = []
+        task_rewards, n_generated = torch.zeros(0), 0
         if comps.use_rl:
-            prompts, first = self._next_batch(self.prompts, "prompt_cursor", cfg.training.prompts_per_step, salt=1)
-            prompt_ids = self._prompt_ids(prompts)
-            repeated = [ids for ids in prompt_ids for _ in range(r.num_generations)]
-            seeds = [sequence_seed(cfg.training.seed, self.global_step, first * r.num_generations + i) for i in range(len(repeated))]
-            params = SamplingParams(r.max_new_tokens, r.temperature, r.top_p, r.top_k, do_sample=True)
-            completions = generate(self.rollout_model, self.tokenizer, repeated, params, seeds, r.batch_size)
-            n_generated = sum(len(c.completion_ids) for c in completions)
-            t_generation = time.perf_counter() - t_start
-            t0 = time.perf_counter()
-            scored_examples = [e for e in prompts for _ in range(r.num_generations)]
-            scored_completions = list(completions)
-            if comps.expert_in_group:
-                demo_by_prompt = {d.prompt_key(): d for d in self.demos}
-                members = [demo_by_prompt[p.prompt_key()] for p in prompts]
-                member_ids = [self._demo_completion_ids(m) for m in members]
-                scored_examples += prompts
-                scored_completions += [Completion(ids, m.completion_text(), False) for ids, m in zip(member_ids, members)]
-            flat_rewards, per_function = self._score(scored_examples, scored_completions)
-            t_scoring = time.perf_counter() - t0
-            # group layout: for each prompt, its G rollouts then (LUFFY) its expert member
-            rollout_rewards = flat_rewards[: len(completions)].view(len(prompts), r.num_generations)
-            if comps.expert_in_group:
-                task_rewards = torch.cat([rollout_rewards, flat_rewards[len(completions) :, None]], dim=1).view(-1)
-            else:
-                task_rewards = rollout_rewards.reshape(-1)
-            for g, ids in enumerate(prompt_ids):
-                for c in completions[g * r.num_generations : (g + 1) * r.num_generations]:
-                    rows.append(TrainRow(ids, c.completion_ids, "rollout"))
-                if comps.expert_in_group:
-                    rows.append(TrainRow(ids, member_ids[g], "expert_member"))
-            all_rewards = self.accelerator.gather(flat_rewards[: len(completions)].to(device))
-            metrics["reward/mean"] = all_rewards.mean().item()
-            metrics["reward/std"] = all_rewards.std().item() if len(all_rewards) > 1 else 0.0
-            for name, values in per_function.items():
-                valid = [v for v in values[: len(completions)] if v is not None]
-                if valid:
-                    metrics[f"reward/{name}"] = float(np.mean(valid))
-            lengths = [len(c.completion_ids) for c in completions]
-            metrics.update({"length/mean": float(np.mean(lengths)), "length/min": float(min(lengths)), "length/max": float(max(lengths))})
-            metrics["length/truncated_frac"] = float(np.mean([c.truncated for c in completions]))
+            rows, task_rewards, n_generated = self._rollout_rows(comps, metrics)
 
         # 2. the expert part of the mixed batch
         need_demos = comps.use_sft or (comps.use_adversarial and self.discriminator is not None)
@@ -452,8 +456,6 @@ class UniAPLTrainer:
         metrics.update(
             {
                 "lr": self.scheduler.get_last_lr()[0],
-                "time/generation": t_generation,
-                "time/scoring": t_scoring,
                 "time/training": t_training,
                 "time/step": t_total,
                 "perf/tokens_per_s": self._global_sum(n_generated) / t_total if n_generated else 0.0,
