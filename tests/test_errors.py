@@ -24,7 +24,7 @@ def train_args(overrides: list[str]) -> list[str]:
         ("algorithm.name=dpo", "algorithm.name: 'dpo' is not allowed"),
         ("training.max_steps=ten", "training.max_steps: expected an integer, got 'ten'"),
         ("training.learning_rate=-0.001", "training.learning_rate: must be > 0"),
-        ("model.dtype=int8", "allowed values: bf16, fp32"),
+        ("model.dtype=int8", "allowed values: auto, bf16, fp32"),
         ("training.warmup=3", "unknown field 'training.warmup'"),
         ("rewards=[{name: no_such_module.fn}]", "could not import module 'no_such_module'"),
         ("rewards=[{name: uniapl.rewards.builtin.nothing_here}]", "has no function 'nothing_here'"),

@@ -32,6 +32,7 @@ def test_every_algorithm_runs_two_steps_through_the_cli(algorithm, tiny_override
     last = rows[-1]
     assert ("reward/mean" in last) == components.use_rl
     assert ("disc/acc_policy" in last) == components.use_adversarial
+    assert ("lambda" in last) == components.use_sft
     # the final folder loads with plain transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

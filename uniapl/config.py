@@ -32,8 +32,9 @@ class LoraConfig:
 @dataclass
 class ModelConfig:
     name: str = "smollm2-135m-instruct"  # an alias, a local HF folder, or a hub id
-    # bf16: fp32 master weights, bf16 autocast for training and a bf16 copy for generation
-    dtype: Literal["bf16", "fp32"] = "bf16"
+    # bf16: fp32 master weights, bf16 autocast for training (GPU) and a bf16 copy for generation;
+    # auto: bf16 where the hardware runs it natively, else fp32
+    dtype: Literal["auto", "bf16", "fp32"] = "auto"
     gradient_checkpointing: bool = False
     lora: LoraConfig = field(default_factory=LoraConfig)
 

@@ -138,6 +138,25 @@ def load_tokenizer(name_or_path: str):
     return tokenizer
 
 
+def native_bf16() -> bool:
+    """Whether bf16 runs in hardware here. Without it (an older CPU) PyTorch emulates bf16 matmuls,
+    several times slower than fp32."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def resolve_dtype(name: str) -> str:
+    """'auto' picks bf16 where the hardware has it, else fp32; other names pass through."""
+    if name == "auto":
+        return "bf16" if native_bf16() else "fp32"
+    return name
+
+
 def torch_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
         raise UniaplError(f"dtype '{name}' is not supported; allowed: {', '.join(DTYPES)}")

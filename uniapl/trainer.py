@@ -39,6 +39,7 @@ from uniapl.data import Example, examples_from_records, expert_demos, load_examp
 from uniapl.discriminators import Discriminator, HeadDiscriminator, ModelDiscriminator
 from uniapl.errors import ConfigError, DataError, UniaplError
 from uniapl.metrics import MetricsLogger
+from uniapl.models import load_model, load_tokenizer, resolve_dtype
 from uniapl.rewards import WeightedReward, resolve_reward, score
 from uniapl.rollout import Completion, SamplingParams, encode_prompts, generate, sequence_seed
 from uniapl.sequences import entropy, forward_completions, gather_logprobs, pack
@@ -85,7 +86,8 @@ class UniAPLTrainer:
         cfg = self.config
         # bf16 autocast only on GPUs: CPU backward passes of bf16 matmuls fall back to a slow reference
         # GEMM, so on a CPU bf16 means fp32 training with a bf16 copy of the weights for generation
-        self.train_in_bf16 = cfg.model.dtype == "bf16" and torch.cuda.is_available()
+        self.dtype = resolve_dtype(cfg.model.dtype)
+        self.train_in_bf16 = self.dtype == "bf16" and torch.cuda.is_available()
         self.accelerator = Accelerator(
             cpu=not torch.cuda.is_available(), mixed_precision="bf16" if self.train_in_bf16 else "no"
         )
@@ -154,8 +156,6 @@ class UniAPLTrainer:
 
     def _build_models(self, start_from: str | None) -> None:
         """Policy (fp32 master weights, or bf16 base + LoRA), a bf16 rollout copy, and the optional ref model."""
-        from uniapl.models import load_model, load_tokenizer
-
         cfg = self.config.model
         name = cfg.name
         if isinstance(self._model_arg, str):
@@ -194,7 +194,7 @@ class UniAPLTrainer:
         self.pad_id = self.tokenizer.pad_token_id
         # a bf16 copy for generation: bf16 decodes about 2x faster, training keeps fp32 master weights
         self.rollout_model = self.policy
-        if cfg.dtype == "bf16" and not lora:
+        if self.dtype == "bf16" and not lora:
             self.rollout_model = copy.deepcopy(self.policy).to(torch.bfloat16)
             self.rollout_model.config.use_cache = True
             self.rollout_model.requires_grad_(False)
@@ -440,9 +440,8 @@ class UniAPLTrainer:
         self._sync_rollout_model()
 
         # 4. dual step on the detached constraint value
-        metrics["lambda"] = lam
         if comps.use_sft:
-            metrics["epsilon"] = a.epsilon
+            metrics["lambda"], metrics["epsilon"] = lam, a.epsilon
             if comps.lambda_mode == "learned":
                 self.c_ema = ema(self.c_ema, metrics["c_batch"], a.c_batch_ema)
                 self.lam = dual_ascent(self.lam, self.c_ema, a.epsilon, a.eta_lambda, a.lambda_max)
