@@ -164,12 +164,12 @@ def torch_dtype(name: str) -> torch.dtype:
 
 
 def load_model(name_or_path: str, dtype: str = "fp32"):
-    """A causal LM in the given dtype ('bf16', 'fp32' or 'fp16')."""
+    """A causal LM in the given dtype ('bf16', 'fp32', 'fp16', or 'auto': bf16 where the hardware has it)."""
     from transformers import AutoModelForCausalLM
 
     path = resolve_model_path(name_or_path)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype))
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(resolve_dtype(dtype)))
     except (OSError, ValueError) as exc:
         raise _hub_error(name_or_path, exc) from None
     return model
