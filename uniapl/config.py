@@ -180,10 +180,10 @@ class UniAPLConfig:
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
-    def components(self, stage: str | None = None) -> Components:
-        """The algorithm's switches, from the preset of `stage` (or of the algorithm) plus explicit settings."""
+    def components(self, stage: str) -> Components:
+        """A stage's switches (see `stages()`): its preset plus the switches set explicitly."""
         algo = self.algorithm
-        preset = PRESETS[stage or algo.name]
+        preset = PRESETS[stage]
         explicit = {k: getattr(algo, k) for k in dataclasses.asdict(preset) if getattr(algo, k) is not None}
         return dataclasses.replace(preset, **explicit)
 

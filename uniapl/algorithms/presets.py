@@ -29,4 +29,3 @@ PRESETS: dict[str, Components] = {
 
 # algorithms that run as stages, each a preset, the second starting from the first's final weights
 STAGED: dict[str, tuple[str, str]] = {"sft_then_grpo": ("sft", "grpo")}
-PRESETS["sft_then_grpo"] = PRESETS["sft"]  # its first stage; stages() gives the full plan
