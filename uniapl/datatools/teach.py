@@ -22,7 +22,7 @@ from uniapl.datatools.jsonl import append_jsonl, read_jsonl, read_resumable_json
 from uniapl.datatools.repair import repair
 from uniapl.errors import UniaplError
 from uniapl.ifeval.data import load_constraint_rows
-from uniapl.ifeval.scoring import check_response
+from uniapl.ifeval.scoring import follows_instructions
 
 # outcome of a prompt: the best raw sample passed, a repair of it passed, or neither
 SAMPLED, REPAIRED, DROPPED = "sampled", "repaired", "dropped"
@@ -132,7 +132,7 @@ def make_teacher(teacher: str, sampling: Sampling, dtype: str = "bf16", batch_si
 
 
 def strict_results(row: dict, response: str) -> list[bool]:
-    return check_response(row["prompt"], row["instruction_id_list"], row["kwargs"], response)["inst_level_strict_acc"]
+    return follows_instructions(row["prompt"], row["instruction_id_list"], row["kwargs"], response)
 
 
 def judge(row: dict, samples: list[str], use_repair: bool) -> tuple[str, str | None, list[bool]]:

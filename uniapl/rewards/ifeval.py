@@ -11,8 +11,9 @@ from uniapl.rewards import register_reward
 from uniapl.rewards.builtin import completion_text
 
 
-def _ifeval_scores(prompts, completions, instruction_id_list, kwargs, score) -> list[float | None]:
-    from uniapl.ifeval.scoring import check_response
+def _ifeval_scores(prompts, completions, instruction_id_list, kwargs, score, loose: bool = False) -> list[float | None]:
+    """score maps the per-instruction booleans of one response to its reward."""
+    from uniapl.ifeval.scoring import follows_instructions
 
     if instruction_id_list is None:
         return [None] * len(completions)
@@ -23,8 +24,8 @@ def _ifeval_scores(prompts, completions, instruction_id_list, kwargs, score) -> 
         if not ids:
             scores.append(None)
             continue
-        result = check_response(prompt, list(ids), _row_kwargs(ids, row_kwargs), completion_text(completion))
-        scores.append(float(score(result)))
+        passed = follows_instructions(prompt, list(ids), _row_kwargs(ids, row_kwargs), completion_text(completion), loose)
+        scores.append(float(score(passed)))
     return scores
 
 
@@ -38,19 +39,16 @@ def _row_kwargs(ids, row_kwargs) -> list[dict]:
 @register_reward("ifeval_strict")
 def ifeval_strict(prompts, completions, instruction_id_list=None, kwargs=None, **other_columns) -> list[float | None]:
     """1 if every instruction passes IFEval's strict check, else 0."""
-    return _ifeval_scores(prompts, completions, instruction_id_list, kwargs, lambda r: r["prompt_level_strict_acc"])
+    return _ifeval_scores(prompts, completions, instruction_id_list, kwargs, all)
 
 
 @register_reward("ifeval_loose")
 def ifeval_loose(prompts, completions, instruction_id_list=None, kwargs=None, **other_columns) -> list[float | None]:
     """1 if every instruction passes IFEval's loose check, else 0."""
-    return _ifeval_scores(prompts, completions, instruction_id_list, kwargs, lambda r: r["prompt_level_loose_acc"])
+    return _ifeval_scores(prompts, completions, instruction_id_list, kwargs, all, loose=True)
 
 
 @register_reward("ifeval_partial")
 def ifeval_partial(prompts, completions, instruction_id_list=None, kwargs=None, **other_columns) -> list[float | None]:
     """The fraction of instructions that pass IFEval's strict check."""
-    return _ifeval_scores(
-        prompts, completions, instruction_id_list, kwargs,
-        lambda r: sum(r["inst_level_strict_acc"]) / len(r["inst_level_strict_acc"]),
-    )
+    return _ifeval_scores(prompts, completions, instruction_id_list, kwargs, lambda passed: sum(passed) / len(passed))
