@@ -21,6 +21,7 @@ from uniapl.datatools.teach import (
 )
 from uniapl.errors import UniaplError
 from uniapl.models import resolve_model_path
+from uniapl.rollout import SamplingParams
 
 TINY = "tiny-random-smollm2"
 ROW = {
@@ -67,7 +68,7 @@ class CrashingTeacher:
 
 
 def test_local_teacher_crash_loses_nothing_and_rerun_matches_an_uninterrupted_run(prompts_file, tmp_path):
-    teacher = LocalTeacher(TINY, Sampling(samples=2, max_new_tokens=6, temperature=1.0, seed=3), dtype="fp32", batch_size=2)
+    teacher = LocalTeacher(TINY, Sampling(samples=2, seed=3, params=SamplingParams(max_new_tokens=6, temperature=1.0)), dtype="fp32", batch_size=2)
     whole = tmp_path / "whole.jsonl"
     stats = teach(str(prompts_file), str(whole), teacher, progress=False)
     assert stats["prompts"] == 4 and stats[SAMPLED] + stats[REPAIRED] + stats[DROPPED] == 4
@@ -117,7 +118,7 @@ def openai_server():
 
 
 def test_endpoint_teacher_against_a_real_server(openai_server, prompts_file, tmp_path, capsys):
-    teacher = EndpointTeacher(openai_server, Sampling(samples=2, max_new_tokens=8), timeout=60, retries=1, concurrency=2)
+    teacher = EndpointTeacher(openai_server, Sampling(samples=2, params=SamplingParams(max_new_tokens=8)), timeout=60, retries=1, concurrency=2)
     assert teacher.model == resolve_model_path(TINY)  # the first model the server lists
     samples = teacher.sample([(0, {"prompt": [{"role": "user", "content": "Say hi."}]})])
     assert len(samples) == 1 and len(samples[0]) == 2 and all(isinstance(s, str) for s in samples[0])

@@ -12,13 +12,14 @@ mean over its tokens, so the expert's mean is minus the constraint C of the meth
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from uniapl.analysis.distributions import compare_samples
 from uniapl.analysis.expert_rows import ExpertExample, load_expert_examples
 from uniapl.datatools.jsonl import write_json_atomic, write_jsonl_atomic
 from uniapl.errors import UniaplError
+from uniapl.rollout import SamplingParams, encode_prompts, generate, sequence_seed
 
 ANALYSIS_JSON = "analysis.json"
 LENGTH_PNG = "length_hist.png"
@@ -28,9 +29,7 @@ RESPONSES_JSONL = "responses.jsonl"
 
 @dataclass(frozen=True)
 class AnalysisSettings:
-    max_new_tokens: int = 512
-    temperature: float = 1.0
-    top_p: float = 1.0
+    sampling: SamplingParams = field(default_factory=lambda: SamplingParams(max_new_tokens=512))
     seed: int = 0
     batch_size: int = 8
     dtype: str = "fp32"
@@ -70,7 +69,6 @@ def analyze_model(model_name: str, expert_file: str | Path, out_dir: str | Path,
     from uniapl.analysis.plots import overlaid_histogram
     from uniapl.models import load_model_and_tokenizer
     from uniapl.rewards import resolve_reward
-    from uniapl.rollout import SamplingParams, encode_prompts, generate, sequence_seed
     from uniapl.sequences import completion_logprobs
     from uniapl.textstats import degeneration_summary
 
@@ -80,9 +78,8 @@ def analyze_model(model_name: str, expert_file: str | Path, out_dir: str | Path,
     if tokenizer.eos_token_id is None:
         raise UniaplError(f"model '{model_name}': the tokenizer has no EOS token to end the expert's responses with")
     prompt_ids = encode_prompts(tokenizer, [e.prompt for e in examples])
-    params = SamplingParams(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature, top_p=settings.top_p)
     seeds = [sequence_seed(settings.seed, 0, i) for i in range(len(examples))]
-    samples = generate(model, tokenizer, prompt_ids, params, seeds, settings.batch_size)
+    samples = generate(model, tokenizer, prompt_ids, settings.sampling, seeds, settings.batch_size)
 
     expert_ids = [tokenizer(e.expert_response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for e in examples]
     pad_id = tokenizer.pad_token_id

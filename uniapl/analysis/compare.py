@@ -13,6 +13,7 @@ from typing import Callable
 from uniapl.analysis.analyze import ANALYSIS_JSON, AnalysisSettings
 from uniapl.analysis.report import EVAL_JSON, write_report
 from uniapl.errors import UniaplError
+from uniapl.rollout import SamplingParams
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ def evaluate_run(final: Path, settings: CompareSettings) -> None:
 def analyze_run(final: Path, settings: CompareSettings) -> None:
     from uniapl.analysis.analyze import analyze_model
 
-    analysis = AnalysisSettings(max_new_tokens=settings.eval_max_new_tokens, dtype=settings.dtype, limit=settings.analysis_prompts,
+    analysis = AnalysisSettings(sampling=SamplingParams(max_new_tokens=settings.eval_max_new_tokens), dtype=settings.dtype, limit=settings.analysis_prompts,
                                 batch_size=settings.eval_batch_size, reward=settings.analysis_reward)
     analyze_model(str(final), settings.expert, final / "analysis", settings=analysis)
 

@@ -33,10 +33,11 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from uniapl.datatools.teach import Sampling, make_teacher, teach
     from uniapl.errors import UniaplError
+    from uniapl.rollout import SamplingParams
 
     if args.samples < 1:
         raise UniaplError(f"--samples must be at least 1, got {args.samples}")
-    sampling = Sampling(args.samples, args.max_new_tokens, args.temperature, args.top_p, args.seed)
+    sampling = Sampling(args.samples, args.seed, SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p))
     teacher = make_teacher(args.teacher, sampling, args.dtype, args.batch_size, args.teacher_model, args.timeout, args.retries, args.concurrency)
     stats = teach(args.prompts, args.out, teacher, use_repair=args.repair, limit=args.limit)
     print(f"{stats['prompts']} prompts: {stats['sampled']} solved by sampling, {stats['repaired']} by repair, {stats['dropped']} dropped "

@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from uniapl.datatools.jsonl import append_jsonl, read_jsonl, read_resumable_jsonl, write_json_atomic, write_jsonl_atomic
@@ -23,6 +23,7 @@ from uniapl.datatools.repair import repair
 from uniapl.errors import UniaplError
 from uniapl.ifeval.data import load_constraint_rows
 from uniapl.ifeval.scoring import follows_instructions
+from uniapl.rollout import SamplingParams, encode_prompts, generate, sequence_seed
 
 # outcome of a prompt: the best raw sample passed, a repair of it passed, or neither
 SAMPLED, REPAIRED, DROPPED = "sampled", "repaired", "dropped"
@@ -30,15 +31,15 @@ SAMPLED, REPAIRED, DROPPED = "sampled", "repaired", "dropped"
 
 @dataclass(frozen=True)
 class Sampling:
+    """K samples per prompt; sample j of the prompt at file position i is seeded by (seed, j, i)."""
+
     samples: int = 2
-    max_new_tokens: int = 192
-    temperature: float = 0.7
-    top_p: float = 0.95
     seed: int = 0
+    params: SamplingParams = field(default_factory=lambda: SamplingParams(max_new_tokens=192, temperature=0.7, top_p=0.95))
 
 
 class LocalTeacher:
-    """A local HF model; sample j of the prompt at file position i uses seed (seed, j, i), so reruns repeat it."""
+    """A local HF model, batched; seeded per sample, so reruns repeat it."""
 
     def __init__(self, model: str, sampling: Sampling, dtype: str = "bf16", batch_size: int = 32):
         from uniapl.models import load_model_and_tokenizer
@@ -49,15 +50,10 @@ class LocalTeacher:
         self.chunk_size = batch_size
 
     def sample(self, indexed_rows: list[tuple[int, dict]]) -> list[list[str]]:
-        from uniapl.rollout import SamplingParams, encode_prompts, generate, sequence_seed
-
         k = self.sampling.samples
         prompts = [row["prompt"] for _, row in indexed_rows for _ in range(k)]
         seeds = [sequence_seed(self.sampling.seed, j, index) for index, _ in indexed_rows for j in range(k)]
-        params = SamplingParams(
-            max_new_tokens=self.sampling.max_new_tokens, temperature=self.sampling.temperature, top_p=self.sampling.top_p, do_sample=True
-        )
-        completions = generate(self.model, self.tokenizer, encode_prompts(self.tokenizer, prompts), params, seeds=seeds, batch_size=self.batch_size)
+        completions = generate(self.model, self.tokenizer, encode_prompts(self.tokenizer, prompts), self.sampling.params, seeds=seeds, batch_size=self.batch_size)
         texts = [c.text for c in completions]
         return [texts[i * k : (i + 1) * k] for i in range(len(indexed_rows))]
 
@@ -103,9 +99,9 @@ class EndpointTeacher:
         answer = self._request("/chat/completions", {
             "model": self.model,
             "messages": messages,
-            "max_tokens": self.sampling.max_new_tokens,
-            "temperature": self.sampling.temperature,
-            "top_p": self.sampling.top_p,
+            "max_tokens": self.sampling.params.max_new_tokens,
+            "temperature": self.sampling.params.temperature,
+            "top_p": self.sampling.params.top_p,
             "seed": seed,
         })
         try:
@@ -114,8 +110,6 @@ class EndpointTeacher:
             raise UniaplError(f"teacher endpoint {self.base_url} answered without choices[0].message.content: {str(answer)[:200]}") from None
 
     def sample(self, indexed_rows: list[tuple[int, dict]]) -> list[list[str]]:
-        from uniapl.rollout import sequence_seed
-
         k = self.sampling.samples
         jobs = [(row["prompt"], sequence_seed(self.sampling.seed, j, index) % 2**31) for index, row in indexed_rows for j in range(k)]
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
