@@ -27,7 +27,7 @@ class CompareSettings:
     eval_batch_size: int = 16
     analysis_prompts: int | None = None
     analysis_reward: str | None = "ifeval_strict"
-    dtype: str = "bf16"  # for evaluation and analysis
+    dtype: str = "auto"  # for evaluation and analysis
 
 
 def run_dir(out: Path, algorithm: str, seed: int) -> Path:

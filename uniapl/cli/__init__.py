@@ -22,6 +22,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_dtype_argument(parser, default: str = "auto") -> None:
+    """The same --dtype everywhere: bf16 is emulated (and slower than fp32) on CPUs without BF16 instructions."""
+    parser.add_argument("--dtype", default=default, choices=["auto", "bf16", "fp32", "fp16"],
+                        help="auto: bf16 where the hardware runs it natively, else fp32 (default: %(default)s)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:

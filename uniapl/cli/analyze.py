@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from uniapl.cli import add_dtype_argument
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -22,7 +24,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    add_dtype_argument(p, default="fp32")  # log-probabilities are compared: fp32 unless asked
     p.add_argument("--reward", default=None, help="a verifier for the pass rate, e.g. ifeval_strict")
     p.set_defaults(func=run)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from uniapl.cli import add_dtype_argument
 from uniapl.errors import UniaplError
 
 
@@ -33,7 +34,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--eval-batch-size", type=int, default=16)
     p.add_argument("--analysis-prompts", type=int, default=None, help="analyze on the first N expert prompts")
     p.add_argument("--analysis-reward", default="ifeval_strict", help="verifier for the analysis pass rate ('none' for none)")
-    p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"], help="for evaluation and analysis")
+    add_dtype_argument(p)  # for evaluation and analysis
     p.set_defaults(func=run)
 
 

