@@ -66,6 +66,18 @@ def test_no_8gram_shared_with_ifeval_outside_the_reference_descriptions(built):
         assert not word_ngrams(base_task(row)) & ifeval
 
 
+def test_strict_decontamination_shares_no_8gram_at_all_with_ifeval(capsys, tmp_path):
+    train, _, dropped = build_if_rows(60, seed=3, decontamination="strict")
+    ifeval = ifeval_ngrams(load_ifeval())
+    assert len(train) == 60 and all(not word_ngrams(r["prompt"][0]["content"]) & ifeval for r in train)
+    # IFEval's prompts use the fixed wording of the lowercase instruction, so strict mode never keeps it
+    assert not any("change_case:english_lowercase" in r["instruction_id_list"] for r in train)
+    assert dropped["shares a 8-gram with IFEval"] > 0
+    with pytest.raises(SystemExit):
+        main(["data", "build-if", "--n", "2", "--out", str(tmp_path / "x.jsonl"), "--decontaminate", "loose"])
+    assert "invalid choice: 'loose'" in capsys.readouterr().err
+
+
 def test_splits_use_disjoint_base_tasks_and_the_seed_repeats_them(built):
     train, heldout, _ = built
     assert not {base_task(r) for r in train} & {base_task(r) for r in heldout}

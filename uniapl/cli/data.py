@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from uniapl.datatools.build_if import DECONTAMINATION_MODES
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("data", help="build training data")
@@ -18,6 +20,9 @@ def add_parser(subparsers) -> None:
     build.add_argument("--out", required=True, help="output JSONL")
     build.add_argument("--heldout", type=int, default=0, help="also build this many held-out prompts with other base tasks")
     build.add_argument("--heldout-out", default=None, help="output JSONL for the held-out prompts")
+    build.add_argument("--decontaminate", default="outside-instructions", choices=DECONTAMINATION_MODES,
+                       help="drop a prompt for any 8-gram it shares with IFEval (strict), or for one not wholly inside an "
+                       "instruction's reference description, which IFEval's prompts share by design (default: %(default)s)")
     build.set_defaults(func=run)
     attach = tools.add_parser("attach-demos", help="all prompts, with the teacher's demonstrations where it solved them")
     attach.add_argument("--prompts", required=True, help="prompts JSONL from build-if")
@@ -35,7 +40,7 @@ def run(args) -> int:
 
     if bool(args.heldout) != bool(args.heldout_out):
         raise UniaplError("--heldout N and --heldout-out FILE go together")
-    train, heldout, dropped = build_if_rows(args.n, args.seed, args.heldout)
+    train, heldout, dropped = build_if_rows(args.n, args.seed, args.heldout, decontamination=args.decontaminate)
     write_jsonl_atomic(args.out, train)
     print(f"wrote {len(train)} prompts to {args.out}")
     if args.heldout_out:

@@ -6,10 +6,12 @@ the `instruction_id_list` and `kwargs` that the same classes check. Instructions
 conflict table pairs are never combined. A prompt that shares a word 8-gram with any IFEval prompt is
 dropped (decontamination), and base tasks are never reused, so the held-out split is disjoint.
 
-Decontamination leaves out the 8-grams that lie wholly inside a reference instruction description:
-IFEval's prompts were written from those same templates ("Your answer must contain a title, wrapped
-in double angular brackets..."), so no prompt that asks what IFEval asks could avoid them. Every
-other 8-gram (the base task, and the joins between task and instructions) must be new.
+Decontamination ("outside-instructions", the default) leaves out the 8-grams that lie wholly inside
+a reference instruction description: IFEval's prompts were written from those same templates ("Your
+answer must contain a title, wrapped in double angular brackets..."), so no prompt that asks what
+IFEval asks could avoid them. Every other 8-gram (the base task, and the joins between task and
+instructions) must be new. "strict" drops every prompt that shares any 8-gram with IFEval, which
+leaves out the instruction types whose fixed wording IFEval uses.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from uniapl.errors import UniaplError
 from uniapl.textstats import ngrams, words
 
 DECONTAMINATION_N = 8
+# which shared 8-grams drop a prompt: any ("strict"), or those not wholly inside an instruction's description
+DECONTAMINATION_MODES = ("outside-instructions", "strict")
 REPEAT_PROMPT = "combination:repeat_prompt"
 # how many instructions a prompt gets: 1, 2 or 3
 INSTRUCTION_COUNT_WEIGHTS = {1: 0.4, 2: 0.4, 3: 0.2}
@@ -56,11 +60,12 @@ def choose_instructions(rng: random.Random, registry) -> list[str]:
     return chosen
 
 
-def contaminated_ngrams(text: str, descriptions: list[str], ifeval_grams: set) -> set[tuple[str, ...]]:
-    """The prompt's 8-grams shared with IFEval, other than those inside a reference instruction description."""
+def contaminated_ngrams(text: str, descriptions: list[str], ifeval_grams: set, mode: str = "outside-instructions") -> set[tuple[str, ...]]:
+    """The prompt's 8-grams shared with IFEval; in the default mode, other than those inside an instruction's description."""
     template_grams: set[tuple[str, ...]] = set()
-    for description in descriptions:
-        template_grams |= word_ngrams(description)
+    if mode == "outside-instructions":
+        for description in descriptions:
+            template_grams |= word_ngrams(description)
     return (word_ngrams(text) - template_grams) & ifeval_grams
 
 
@@ -101,7 +106,8 @@ def render_instructions(task: str, instruction_ids: list[str], seed: int, regist
     return request, [kwargs_by_id[i] for i in instruction_ids], [description_by_id[i] for i in instruction_ids]
 
 
-def build_if_rows(n: int, seed: int, heldout: int = 0, key_prefix: str = "if") -> tuple[list[dict], list[dict], Counter]:
+def build_if_rows(n: int, seed: int, heldout: int = 0, key_prefix: str = "if",
+                  decontamination: str = "outside-instructions") -> tuple[list[dict], list[dict], Counter]:
     """`n` training rows and `heldout` held-out rows with distinct base tasks, and why candidates were dropped."""
     from uniapl.datatools.tasks import base_task
     from uniapl.ifeval.data import load_ifeval
@@ -109,6 +115,8 @@ def build_if_rows(n: int, seed: int, heldout: int = 0, key_prefix: str = "if") -
 
     if n < 1 or heldout < 0:
         raise UniaplError(f"--n must be at least 1 and --heldout at least 0, got {n} and {heldout}")
+    if decontamination not in DECONTAMINATION_MODES:
+        raise UniaplError(f"--decontaminate must be one of {', '.join(DECONTAMINATION_MODES)}, got '{decontamination}'")
     registry = reference_registry()
     contaminated = ifeval_ngrams(load_ifeval())
     rng = random.Random(seed)
@@ -129,7 +137,7 @@ def build_if_rows(n: int, seed: int, heldout: int = 0, key_prefix: str = "if") -
         if not all(checkable_as_asked(i, k, d, registry) for i, k, d in zip(instruction_ids, kwargs, descriptions)):
             dropped["reference drew arguments its checker redraws"] += 1
             continue
-        if contaminated_ngrams(text, descriptions, contaminated):
+        if contaminated_ngrams(text, descriptions, contaminated, decontamination):
             dropped[f"shares a {DECONTAMINATION_N}-gram with IFEval"] += 1
             continue
         used_tasks.add(task)
