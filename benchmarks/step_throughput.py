@@ -80,6 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--micro-batch-size", type=int, default=None, help="ours: rows per forward/backward (default: all at once)")
     p.add_argument("--threads", type=int, help="torch CPU threads per system (default: torch's); 1 avoids spin-waiting on a shared CPU")
     p.add_argument("--json-out", help="also write the parent's results to this JSON file")
     args = p.parse_args(argv)
@@ -135,7 +136,7 @@ def run_ours(algorithm: str, args: argparse.Namespace, device: str) -> dict:
                 "algorithm": {"name": algorithm, "beta_kl": 0.0},
                 "training": {"prompts_per_step": args.prompts, "demos_per_step": args.prompts, "max_steps": args.steps + 1,
                              "learning_rate": 1e-6, "seed": args.seed, "tensorboard": False, "progress": False,
-                             "output_dir": out},
+                             "micro_batch_size": args.micro_batch_size, "output_dir": out},
             }
         )
         # a callable, not the name: name resolution imports every built-in reward module
@@ -219,7 +220,7 @@ def run_one(args: argparse.Namespace) -> None:
 
 def child_command(system: str, args: argparse.Namespace) -> list[str]:
     command = [sys.executable, os.path.abspath(__file__), "--only", system]
-    for flag in ("steps", "prompts", "generations", "max_new_tokens", "model", "dtype", "device", "seed", "threads"):
+    for flag in ("steps", "prompts", "generations", "max_new_tokens", "model", "dtype", "device", "seed", "threads", "micro_batch_size"):
         value = getattr(args, flag)
         if value is not None:
             command += ["--" + flag.replace("_", "-"), str(value)]

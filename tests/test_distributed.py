@@ -1,4 +1,4 @@
-"""Data parallel through accelerate: 2 CPU processes (gloo) reach the parameters of a 1-process run."""
+"""Data parallel through accelerate: 2 CPU processes (gloo), in micro-batches, reach the parameters of a 1-process run."""
 
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ def test_two_processes_match_one(tiny_overrides, tiny_model, tmp_path):
     # accelerate's multi-process launcher (torchrun); without a GPU each process runs on the CPU with gloo
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517"]
-    run_training(launch, overrides, tmp_path / "two")
+    # and in micro-batches of 2 rows (3 per process): gradients are averaged across processes once per step
+    run_training(launch, overrides + ["training.micro_batch_size=2"], tmp_path / "two")
 
     rows = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
     assert {r["processes"] for r in rows} == {2}

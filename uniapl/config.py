@@ -125,6 +125,9 @@ class TrainingConfig:
     max_steps: int = 20
     prompts_per_step: int = 4  # B_P
     demos_per_step: int = 4  # B_E
+    # rows (rollouts + demonstrations) per forward/backward pass; gradients add up over the step's
+    # micro-batches, so the update is the same and activation memory is smaller (None = all rows at once)
+    micro_batch_size: Optional[int] = None
     learning_rate: float = 1e-6
     weight_decay: float = 0.0
     adam_beta1: float = 0.9
@@ -209,6 +212,7 @@ class UniAPLConfig:
         check(t.max_steps > 0, "training.max_steps", f"must be > 0, got {t.max_steps}")
         check(t.prompts_per_step > 0, "training.prompts_per_step", "must be > 0")
         check(t.demos_per_step > 0, "training.demos_per_step", "must be > 0")
+        check(t.micro_batch_size is None or t.micro_batch_size > 0, "training.micro_batch_size", "must be > 0, or null for all rows at once")
         check(t.weight_decay >= 0, "training.weight_decay", "must be >= 0")
         check(t.adam_epsilon > 0, "training.adam_epsilon", "must be > 0")
         check(t.max_grad_norm > 0, "training.max_grad_norm", "must be > 0")

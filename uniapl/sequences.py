@@ -28,6 +28,10 @@ class SequenceBatch:
     def position_ids(self) -> torch.Tensor:
         return torch.clamp(self.attention_mask.cumsum(-1) - 1, min=0)
 
+    def select(self, rows: torch.Tensor) -> "SequenceBatch":
+        """A subset of the rows, with the same widths (a micro-batch)."""
+        return SequenceBatch(self.input_ids[rows], self.attention_mask[rows], self.completion_mask[rows], self.prompt_width)
+
     def to(self, device) -> "SequenceBatch":
         return SequenceBatch(
             self.input_ids.to(device), self.attention_mask.to(device), self.completion_mask.to(device), self.prompt_width

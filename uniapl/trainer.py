@@ -1,11 +1,12 @@
 """The one trainer. Every algorithm (SFT, GRPO, CHORD, LUFFY, UniAPL and its ablations) is a setting of
 the objective L = L_GRPO + lambda * L_SFT + beta_kl * KL, with the adversarial reward in L_GRPO's
-advantages. A step: generate -> score -> one forward pass over the mixed batch -> discriminator
-reward -> advantages -> loss -> update -> dual step -> discriminator update.
+advantages. A step: generate -> score -> forward pass over the mixed batch (in micro-batches, if set) ->
+discriminator reward -> advantages -> loss -> backward -> update -> dual step -> discriminator update.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -43,6 +44,11 @@ from uniapl.models import load_model, load_tokenizer, resolve_dtype
 from uniapl.rewards import WeightedReward, resolve_reward, score
 from uniapl.rollout import Completion, SamplingParams, encode_prompts, generate, sequence_seed
 from uniapl.sequences import entropy, forward_completions, gather_logprobs, pack
+
+
+def _add(sums: dict, **values: float) -> None:
+    for key, value in values.items():
+        sums[key] = sums.get(key, 0.0) + value
 
 
 @dataclass
@@ -370,67 +376,67 @@ class UniAPLTrainer:
         n_demo_tokens = self._global_sum(mask[demo_rows].sum().item())
         n_rl_seqs = self._global_sum(rl_rows.sum().item())
         world = self.accelerator.num_processes
-        aggregate = losses.AGGREGATIONS[a.loss_aggregation]
 
         t0 = time.perf_counter()
+        chunks = self._micro_batches(len(rows), device)
         ref_logp = None
         if self.ref_model is not None and comps.use_rl:
             with torch.no_grad():
-                ref_logp = gather_logprobs(forward_completions(self.ref_model, batch).logits, batch.completion_ids, r.temperature)
-        advantages = None
-        old_logp = None
+                ref_logp = torch.cat([gather_logprobs(forward_completions(self.ref_model, batch.select(idx)).logits,
+                                                      batch.completion_ids[idx], r.temperature) for idx in chunks])
+        # the discriminator's reward shapes the advantages, which every micro-batch's loss needs first:
+        # with several micro-batches a no-grad pass pools the hidden states; with one, its own pass does
+        pooled = self._pooled_hidden(batch, chunks) if use_head and len(chunks) > 1 else None
+        row_advantages = None  # [rows], 0 on demonstration rows
+        old_logp = torch.zeros_like(mask)
         disc_inputs = None
         lam = self._lambda(comps, stage_steps)
         for iteration in range(a.num_iterations):
             self.policy.train()
-            with self.accelerator.autocast():
-                out = forward_completions(self.policy, batch, return_hidden=use_head and iteration == 0)
-            logits = out.logits
-            # rollouts are scored at the sampling temperature, demonstrations at temperature 1
-            if r.temperature != 1.0:
-                temps = torch.where(rl_rows, r.temperature, 1.0).to(logits.dtype)
-                logits = logits / temps[:, None, None]
-            logp = gather_logprobs(logits, batch.completion_ids)
-            if iteration == 0:
-                old_logp = logp.detach()
-                disc_inputs = self._disc_inputs(batch, out.hidden, on_policy, demo_rows | (rl_rows & ~on_policy))
-                advantages = self._advantages(comps, task_rewards, disc_inputs, group_size, metrics) if comps.use_rl else None
-                with torch.no_grad():
-                    if on_policy.any():
-                        ent = entropy(logits[on_policy].detach())
-                        metrics["entropy"] = ((ent * mask[on_policy]).sum() / mask[on_policy].sum().clamp(min=1)).item()
-            loss = torch.zeros((), device=device)
-            if comps.use_rl:
-                adv_rows = advantages.to(device)
-                clipped = losses.clipped_policy_loss(logp[rl_rows], old_logp[rl_rows], adv_rows, a.eps_low, a.eps_high)
-                per_token = clipped.per_token
-                if comps.expert_in_group:
-                    shaped = losses.shaped_off_policy_loss(logp[rl_rows], adv_rows, a.luffy_gamma)
-                    per_token = torch.where(on_policy[rl_rows][:, None], per_token, shaped)
-                if self.ref_model is not None:
-                    kl = losses.k3_kl(logp[rl_rows], ref_logp[rl_rows])
-                    per_token = per_token + a.beta_kl * kl
-                    metrics["kl"] = ((kl * mask[rl_rows]).sum() / mask[rl_rows].sum().clamp(min=1)).item()
-                rl_loss = aggregate(per_token, mask[rl_rows], max_length=self._max_rl_length(comps),
-                                    num_tokens=n_rl_tokens, num_sequences=n_rl_seqs)
-                loss = loss + rl_loss * world
-                on_mask = mask[rl_rows] * on_policy[rl_rows][:, None]
-                n_on = on_mask.sum().clamp(min=1)
-                metrics["clip/low_frac"] = ((clipped.clipped_low * on_mask).sum() / n_on).item()
-                metrics["clip/high_frac"] = ((clipped.clipped_high * on_mask).sum() / n_on).item()
-                metrics["loss/rl"] = rl_loss.item() * world
-            if demo_rows.any():
-                demo_mask = mask[demo_rows]
-                nll_sum = (-logp[demo_rows] * demo_mask).sum()
-                c_batch = self._global_sum(nll_sum.item()) / max(n_demo_tokens, 1.0)
+            sums: dict[str, float] = {}
+            for chunk_number, idx in enumerate(chunks):
+                part = batch.select(idx)
+                # processes average their gradients once per step, at the last micro-batch's backward
+                last = chunk_number == len(chunks) - 1
+                with self.accelerator.autocast(), contextlib.nullcontext() if last else self.accelerator.no_sync(self.policy):
+                    out = forward_completions(self.policy, part, return_hidden=use_head and pooled is None)
+                logits = out.logits
+                # rollouts are scored at the sampling temperature, demonstrations at temperature 1
+                if r.temperature != 1.0:
+                    temps = torch.where(rl_rows[idx], r.temperature, 1.0).to(logits.dtype)
+                    logits = logits / temps[:, None, None]
+                logp = gather_logprobs(logits, part.completion_ids)
                 if iteration == 0:
-                    metrics["c_batch"] = c_batch
-                if comps.use_sft:
-                    sft_tokens = losses.sft_token_nll(logp[demo_rows], a.sft_token_weighting)
-                    sft_loss = losses.token_mean(sft_tokens, demo_mask, max_length=0, num_tokens=n_demo_tokens)
-                    loss = loss + lam * sft_loss * world
-                    metrics["loss/sft"] = sft_loss.item() * world
-            self.accelerator.backward(loss)
+                    old_logp[idx] = logp.detach()
+                    if use_head and pooled is None:
+                        pooled = mean_pool(out.hidden.detach(), part.completion_mask)
+                    with torch.no_grad():
+                        chunk_policy = on_policy[idx]
+                        if chunk_policy.any():
+                            ent_mask = part.completion_mask[chunk_policy]
+                            _add(sums, entropy_sum=(entropy(logits[chunk_policy].detach()) * ent_mask).sum().item(),
+                                 entropy_tokens=ent_mask.sum().item())
+                if row_advantages is None:
+                    disc_inputs = self._disc_inputs(batch, pooled, on_policy, demo_rows | (rl_rows & ~on_policy))
+                    row_advantages = torch.zeros(len(rows), device=device)
+                    if comps.use_rl:
+                        row_advantages[rl_rows] = self._advantages(comps, task_rewards, disc_inputs, group_size, metrics).to(device)
+                loss = self._micro_batch_loss(comps, idx, logp, old_logp[idx], ref_logp, row_advantages[idx], lam, sums,
+                                              rl_rows, on_policy, demo_rows, mask, n_rl_tokens, n_rl_seqs, n_demo_tokens)
+                self.accelerator.backward(loss)
+            if iteration == 0:
+                if "entropy_tokens" in sums:
+                    metrics["entropy"] = sums["entropy_sum"] / max(sums["entropy_tokens"], 1.0)
+                if demo_rows.any():
+                    metrics["c_batch"] = self._global_sum(sums["demo_nll"]) / max(n_demo_tokens, 1.0)
+            if comps.use_rl:
+                metrics["loss/rl"] = sums["rl_loss"] * world
+                metrics["clip/low_frac"] = sums["clipped_low"] / max(sums["on_policy_tokens"], 1.0)
+                metrics["clip/high_frac"] = sums["clipped_high"] / max(sums["on_policy_tokens"], 1.0)
+                if self.ref_model is not None:
+                    metrics["kl"] = sums["kl_sum"] / max(sums["rl_tokens"], 1.0)
+            if comps.use_sft and demo_rows.any():
+                metrics["loss/sft"] = sums["sft_loss"] * world
             if self.accelerator.sync_gradients:
                 metrics["grad_norm"] = float(self.accelerator.clip_grad_norm_(self.policy.parameters(), cfg.training.max_grad_norm))
             self.optimizer.step()
@@ -463,12 +469,62 @@ class UniAPLTrainer:
         )
         return metrics
 
-    def _disc_inputs(self, batch, hidden, policy_rows, expert_rows):
+    def _micro_batch_loss(self, comps: Components, idx, logp, old_logp, ref_logp, advantages, lam: float, sums: dict,
+                          rl_rows, on_policy, demo_rows, mask, n_rl_tokens, n_rl_seqs, n_demo_tokens) -> torch.Tensor:
+        """This micro-batch's share of the step's loss: normalized by the whole step's (global) counts, so the
+        shares add up to the loss of the batch taken at once. Adds its metric sums to `sums`."""
+        a = self.config.algorithm
+        world = self.accelerator.num_processes
+        rl, policy, demo, part_mask = rl_rows[idx], on_policy[idx], demo_rows[idx], mask[idx]
+        loss = torch.zeros((), device=logp.device)
+        if comps.use_rl and rl.any():
+            rl_mask = part_mask[rl]
+            clipped = losses.clipped_policy_loss(logp[rl], old_logp[rl], advantages[rl], a.eps_low, a.eps_high)
+            per_token = clipped.per_token
+            if comps.expert_in_group:
+                shaped = losses.shaped_off_policy_loss(logp[rl], advantages[rl], a.luffy_gamma)
+                per_token = torch.where(policy[rl][:, None], per_token, shaped)
+            if ref_logp is not None:
+                kl = losses.k3_kl(logp[rl], ref_logp[idx][rl])
+                per_token = per_token + a.beta_kl * kl
+                _add(sums, kl_sum=(kl.detach() * rl_mask).sum().item(), rl_tokens=rl_mask.sum().item())
+            rl_loss = losses.AGGREGATIONS[a.loss_aggregation](per_token, rl_mask, max_length=self._max_rl_length(comps),
+                                                              num_tokens=n_rl_tokens, num_sequences=n_rl_seqs)
+            loss = loss + rl_loss * world
+            on_mask = rl_mask * policy[rl][:, None]
+            _add(sums, rl_loss=rl_loss.item(), on_policy_tokens=on_mask.sum().item(),
+                 clipped_low=(clipped.clipped_low * on_mask).sum().item(), clipped_high=(clipped.clipped_high * on_mask).sum().item())
+        if demo.any():
+            demo_mask = part_mask[demo]
+            _add(sums, demo_nll=(-logp[demo].detach() * demo_mask).sum().item())
+            if comps.use_sft:
+                sft_tokens = losses.sft_token_nll(logp[demo], a.sft_token_weighting)
+                sft_loss = losses.token_mean(sft_tokens, demo_mask, max_length=0, num_tokens=n_demo_tokens)
+                loss = loss + lam * sft_loss * world
+                _add(sums, sft_loss=sft_loss.item())
+        return loss
+
+    def _micro_batches(self, n_rows: int, device) -> list[torch.Tensor]:
+        """Row indices of each forward/backward pass: all rows at once unless training.micro_batch_size caps them."""
+        size = self.config.training.micro_batch_size or n_rows
+        return [torch.arange(start, min(start + size, n_rows), device=device) for start in range(0, n_rows, size)]
+
+    @torch.no_grad()
+    def _pooled_hidden(self, batch, chunks) -> torch.Tensor:
+        """Mean-pooled last hidden states of every row, micro-batch by micro-batch, for the head discriminator."""
+        pooled = []
+        for idx in chunks:
+            part = batch.select(idx)
+            with self.accelerator.autocast():
+                hidden = forward_completions(self.policy, part, return_hidden=True).hidden
+            pooled.append(mean_pool(hidden, part.completion_mask))
+        return torch.cat(pooled)
+
+    def _disc_inputs(self, batch, pooled, policy_rows, expert_rows):
         """(expert inputs, policy inputs) for the discriminator kind in use, or None."""
         if self.discriminator is None:
             return None
         if isinstance(self.discriminator, HeadDiscriminator):
-            pooled = mean_pool(hidden.detach(), batch.completion_mask)
             return pooled[expert_rows], pooled[policy_rows]
         pick = lambda rows: (batch.input_ids[rows], batch.attention_mask[rows])  # noqa: E731
         return pick(expert_rows), pick(policy_rows)
