@@ -201,15 +201,16 @@ def test_checkpoint_has_no_pickle_and_survives_a_crashed_save(tiny_overrides, tm
     assert sorted(p.name for p in checkpoints.iterdir()) == ["latest", "step-000001"]
 
 
-@pytest.mark.parametrize("settings", [
-    ["algorithm.name=uniapl", "rollout.temperature=0.7"],  # head discriminator: its pooling pass; two temperatures
-    ["algorithm.name=luffy", "algorithm.beta_kl=0.1", "algorithm.loss_aggregation=seq_mean_token_mean"],  # reference model, shaping
+@pytest.mark.parametrize("settings, micro_batch_size", [
+    (["algorithm.name=uniapl", "rollout.temperature=0.7"], 3),  # head discriminator: its pooling pass; two temperatures
+    (["algorithm.name=luffy", "algorithm.beta_kl=0.1", "algorithm.loss_aggregation=seq_mean_token_mean"], 3),  # reference, shaping
+    (["algorithm.name=grpo", "algorithm.use_adversarial=true"], 1),  # demonstration-only micro-batches, with no loss term
 ])
-def test_micro_batches_give_the_same_update_as_one_pass(settings, tiny_model, tiny_overrides, tmp_path):
+def test_micro_batches_give_the_same_update_as_one_pass(settings, micro_batch_size, tiny_model, tiny_overrides, tmp_path):
     """Rows split over several forward/backward passes add up to the same gradient, so to the same parameters."""
     common = tiny_overrides + settings + ["training.learning_rate=1e-3", "algorithm.discriminator.learning_rate=1e-2"]
     runs = {}
-    for name, size in [("whole", "null"), ("micro", "3")]:
+    for name, size in [("whole", "null"), ("micro", micro_batch_size)]:
         config = UniAPLConfig.from_yaml(None, common + [f"training.micro_batch_size={size}", f"training.output_dir={tmp_path / name}"])
         UniAPLTrainer(args=config, reward_funcs=[low_token_reward]).train()
         runs[name] = tmp_path / name

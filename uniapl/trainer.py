@@ -430,11 +430,11 @@ class UniAPLTrainer:
                 if demo_rows.any():
                     metrics["c_batch"] = self._global_sum(sums["demo_nll"]) / max(n_demo_tokens, 1.0)
             if comps.use_rl:
-                metrics["loss/rl"] = sums["rl_loss"] * world
-                metrics["clip/low_frac"] = sums["clipped_low"] / max(sums["on_policy_tokens"], 1.0)
-                metrics["clip/high_frac"] = sums["clipped_high"] / max(sums["on_policy_tokens"], 1.0)
+                metrics["loss/rl"] = sums.get("rl_loss", 0.0) * world
+                metrics["clip/low_frac"] = sums.get("clipped_low", 0.0) / max(sums.get("on_policy_tokens", 0.0), 1.0)
+                metrics["clip/high_frac"] = sums.get("clipped_high", 0.0) / max(sums.get("on_policy_tokens", 0.0), 1.0)
                 if self.ref_model is not None:
-                    metrics["kl"] = sums["kl_sum"] / max(sums["rl_tokens"], 1.0)
+                    metrics["kl"] = sums.get("kl_sum", 0.0) / max(sums.get("rl_tokens", 0.0), 1.0)
             if comps.use_sft and demo_rows.any():
                 metrics["loss/sft"] = sums["sft_loss"] * world
             if self.accelerator.sync_gradients:
@@ -476,7 +476,7 @@ class UniAPLTrainer:
         a = self.config.algorithm
         world = self.accelerator.num_processes
         rl, policy, demo, part_mask = rl_rows[idx], on_policy[idx], demo_rows[idx], mask[idx]
-        loss = torch.zeros((), device=logp.device)
+        loss = 0.0 * logp.sum()  # in the graph even when no row of this micro-batch has a loss term
         if comps.use_rl and rl.any():
             rl_mask = part_mask[rl]
             clipped = losses.clipped_policy_loss(logp[rl], old_logp[rl], advantages[rl], a.eps_low, a.eps_high)
