@@ -76,3 +76,19 @@ def test_missing_model_folder(tiny_overrides, tmp_path, capsys):
 def test_rl_without_a_reward(tiny_overrides, capsys):
     err = run_cli(capsys, train_args(tiny_overrides + ["rewards=[]", "algorithm.name=grpo"]))
     assert "rewards: algorithm 'grpo' runs RL and needs at least one reward function" in err
+
+
+@pytest.mark.parametrize("has_bf16, warns", [(False, True), (True, False)])
+def test_emulated_bf16_warns_and_auto_picks_fp32(has_bf16, warns, tiny_model, monkeypatch):
+    import warnings
+
+    import torch
+
+    from uniapl import models
+
+    monkeypatch.setattr(models, "native_bf16", lambda: has_bf16)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert models.load_model(tiny_model, "bf16").dtype == torch.bfloat16
+    assert any("emulated" in str(w.message) for w in caught) == warns
+    assert models.load_model(tiny_model, "auto").dtype == (torch.bfloat16 if has_bf16 else torch.float32)

@@ -10,6 +10,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -157,6 +158,12 @@ def resolve_dtype(name: str) -> str:
     return name
 
 
+def warn_if_bf16_is_emulated(dtype: str) -> None:
+    if resolve_dtype(dtype) == "bf16" and not native_bf16():
+        warnings.warn("bf16 is emulated on this hardware (a CPU without AVX512-BF16 or AMX) and runs several times slower "
+                      "than fp32; dtype 'auto' picks fp32 here", stacklevel=3)
+
+
 def torch_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
         raise UniaplError(f"dtype '{name}' is not supported; allowed: {', '.join(DTYPES)}")
@@ -168,6 +175,7 @@ def load_model(name_or_path: str, dtype: str = "fp32"):
     from transformers import AutoModelForCausalLM
 
     path = resolve_model_path(name_or_path)
+    warn_if_bf16_is_emulated(dtype)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(resolve_dtype(dtype)))
     except (OSError, ValueError) as exc:

@@ -40,7 +40,7 @@ from uniapl.data import Example, examples_from_records, expert_demos, load_examp
 from uniapl.discriminators import Discriminator, HeadDiscriminator, ModelDiscriminator
 from uniapl.errors import ConfigError, DataError, UniaplError
 from uniapl.metrics import MetricsLogger
-from uniapl.models import load_model, load_tokenizer, resolve_dtype
+from uniapl.models import load_model, load_tokenizer, resolve_dtype, warn_if_bf16_is_emulated
 from uniapl.rewards import WeightedReward, resolve_reward, score
 from uniapl.rollout import Completion, SamplingParams, encode_prompts, generate, sequence_seed
 from uniapl.sequences import entropy, forward_completions, gather_logprobs, pack
@@ -201,6 +201,7 @@ class UniAPLTrainer:
         # a bf16 copy for generation: bf16 decodes about 2x faster, training keeps fp32 master weights
         self.rollout_model = self.policy
         if self.dtype == "bf16" and not lora:
+            warn_if_bf16_is_emulated(self.dtype)
             self.rollout_model = copy.deepcopy(self.policy).to(torch.bfloat16)
             self.rollout_model.config.use_cache = True
             self.rollout_model.requires_grad_(False)
