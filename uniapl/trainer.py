@@ -192,7 +192,7 @@ class UniAPLTrainer:
                 )
                 policy = get_peft_model(policy, lora_config)
         if cfg.gradient_checkpointing:
-            policy.gradient_checkpointing_enable()
+            policy.activation_checkpointing_enable()
             if lora:
                 policy.enable_input_require_grads()
         policy.config.use_cache = False
