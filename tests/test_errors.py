@@ -85,10 +85,24 @@ def test_emulated_bf16_warns_and_auto_picks_fp32(has_bf16, warns, tiny_model, mo
     import torch
 
     from uniapl import models
+    from uniapl.errors import UniaplWarning
 
     monkeypatch.setattr(models, "native_bf16", lambda: has_bf16)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert models.load_model(tiny_model, "bf16").dtype == torch.bfloat16
-    assert any("emulated" in str(w.message) for w in caught) == warns
+    assert any(issubclass(w.category, UniaplWarning) and "emulated" in str(w.message) for w in caught) == warns
     assert models.load_model(tiny_model, "auto").dtype == (torch.bfloat16 if has_bf16 else torch.float32)
+
+
+def test_cli_prints_our_warnings_on_one_line(tiny_model, monkeypatch, tmp_path):
+    import warnings
+
+    from uniapl.errors import UniaplWarning
+
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # main() installs its own
+    assert main(["eval", "ifeval", "--model", "echo", "--limit", "1", "--out", str(tmp_path)]) == 0
+    ours = warnings.formatwarning("bf16 is emulated", UniaplWarning, "/x/uniapl/models.py", 164)
+    assert ours == "uniapl eval: warning: bf16 is emulated\n"
+    theirs = warnings.formatwarning("deprecated", FutureWarning, "/x/transformers/a.py", 7)
+    assert "transformers/a.py:7" in theirs and "FutureWarning" in theirs

@@ -11,3 +11,7 @@ class ConfigError(UniaplError):
 
 class DataError(UniaplError):
     """A data file is missing, empty, or has a row that cannot be used."""
+
+
+class UniaplWarning(UserWarning):
+    """A setting that works but is probably not what the user wants (e.g. emulated bf16)."""

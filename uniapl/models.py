@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from uniapl.errors import UniaplError
+from uniapl.errors import UniaplError, UniaplWarning
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}
 
@@ -161,7 +161,7 @@ def resolve_dtype(name: str) -> str:
 def warn_if_bf16_is_emulated(dtype: str) -> None:
     if resolve_dtype(dtype) == "bf16" and not native_bf16():
         warnings.warn("bf16 is emulated on this hardware (a CPU without AVX512-BF16 or AMX) and runs several times slower "
-                      "than fp32; dtype 'auto' picks fp32 here", stacklevel=3)
+                      "than fp32; dtype 'auto' picks fp32 here", UniaplWarning, stacklevel=3)
 
 
 def torch_dtype(name: str) -> torch.dtype:

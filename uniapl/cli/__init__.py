@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
-from uniapl.errors import UniaplError
+from uniapl.errors import UniaplError, UniaplWarning
 
 # subcommand modules, in the order `uniapl --help` lists them
 COMMANDS = ["train", "eval", "data", "teach", "analyze", "report", "compare"]
@@ -28,8 +29,21 @@ def add_dtype_argument(parser, default: str = "auto") -> None:
                         help="auto: bf16 where the hardware runs it natively, else fp32 (default: %(default)s)")
 
 
+def _format_warnings(command: str) -> None:
+    """Our warnings print like our errors, one line; other libraries' keep Python's format."""
+    default = warnings.formatwarning
+
+    def format_warning(message, category, filename, lineno, line=None):
+        if issubclass(category, UniaplWarning):
+            return f"uniapl {command}: warning: {message}\n"
+        return default(message, category, filename, lineno, line)
+
+    warnings.formatwarning = format_warning
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _format_warnings(args.command)
     try:
         return int(args.func(args) or 0)
     except UniaplError as exc:
