@@ -52,6 +52,19 @@ def _add(sums: dict, **values: float) -> None:
 
 
 @dataclass
+class RowLayout:
+    """Which rows of the mixed batch are what, and the step's global counts that normalize every loss share."""
+
+    rl: torch.Tensor  # [rows] bool: rollouts and LUFFY's expert members
+    on_policy: torch.Tensor  # [rows] bool: rollouts
+    demo: torch.Tensor  # [rows] bool: SFT demonstrations
+    mask: torch.Tensor  # [rows, C] completion mask
+    n_rl_tokens: float
+    n_rl_seqs: float
+    n_demo_tokens: float
+
+
+@dataclass
 class TrainRow:
     """One row of the mixed batch."""
 
@@ -377,6 +390,7 @@ class UniAPLTrainer:
         n_demo_tokens = self._global_sum(mask[demo_rows].sum().item())
         n_rl_seqs = self._global_sum(rl_rows.sum().item())
         world = self.accelerator.num_processes
+        layout = RowLayout(rl_rows, on_policy, demo_rows, mask, n_rl_tokens, n_rl_seqs, n_demo_tokens)
 
         t0 = time.perf_counter()
         chunks = self._micro_batches(len(rows), device)
@@ -422,8 +436,7 @@ class UniAPLTrainer:
                     row_advantages = torch.zeros(len(rows), device=device)
                     if comps.use_rl:
                         row_advantages[rl_rows] = self._advantages(comps, task_rewards, disc_inputs, group_size, metrics).to(device)
-                loss = self._micro_batch_loss(comps, idx, logp, old_logp[idx], ref_logp, row_advantages[idx], lam, sums,
-                                              rl_rows, on_policy, demo_rows, mask, n_rl_tokens, n_rl_seqs, n_demo_tokens)
+                loss = self._micro_batch_loss(comps, layout, idx, logp, old_logp[idx], ref_logp, row_advantages[idx], lam, sums)
                 self.accelerator.backward(loss)
             if iteration == 0:
                 if "entropy_tokens" in sums:
@@ -470,13 +483,13 @@ class UniAPLTrainer:
         )
         return metrics
 
-    def _micro_batch_loss(self, comps: Components, idx, logp, old_logp, ref_logp, advantages, lam: float, sums: dict,
-                          rl_rows, on_policy, demo_rows, mask, n_rl_tokens, n_rl_seqs, n_demo_tokens) -> torch.Tensor:
+    def _micro_batch_loss(self, comps: Components, layout: RowLayout, idx, logp, old_logp, ref_logp, advantages,
+                          lam: float, sums: dict) -> torch.Tensor:
         """This micro-batch's share of the step's loss: normalized by the whole step's (global) counts, so the
         shares add up to the loss of the batch taken at once. Adds its metric sums to `sums`."""
         a = self.config.algorithm
         world = self.accelerator.num_processes
-        rl, policy, demo, part_mask = rl_rows[idx], on_policy[idx], demo_rows[idx], mask[idx]
+        rl, policy, demo, part_mask = layout.rl[idx], layout.on_policy[idx], layout.demo[idx], layout.mask[idx]
         loss = 0.0 * logp.sum()  # in the graph even when no row of this micro-batch has a loss term
         if comps.use_rl and rl.any():
             rl_mask = part_mask[rl]
@@ -490,7 +503,7 @@ class UniAPLTrainer:
                 per_token = per_token + a.beta_kl * kl
                 _add(sums, kl_sum=(kl.detach() * rl_mask).sum().item(), rl_tokens=rl_mask.sum().item())
             rl_loss = losses.AGGREGATIONS[a.loss_aggregation](per_token, rl_mask, max_length=self._max_rl_length(comps),
-                                                              num_tokens=n_rl_tokens, num_sequences=n_rl_seqs)
+                                                              num_tokens=layout.n_rl_tokens, num_sequences=layout.n_rl_seqs)
             loss = loss + rl_loss * world
             on_mask = rl_mask * policy[rl][:, None]
             _add(sums, rl_loss=rl_loss.item(), on_policy_tokens=on_mask.sum().item(),
@@ -500,7 +513,7 @@ class UniAPLTrainer:
             _add(sums, demo_nll=(-logp[demo].detach() * demo_mask).sum().item())
             if comps.use_sft:
                 sft_tokens = losses.sft_token_nll(logp[demo], a.sft_token_weighting)
-                sft_loss = losses.token_mean(sft_tokens, demo_mask, max_length=0, num_tokens=n_demo_tokens)
+                sft_loss = losses.token_mean(sft_tokens, demo_mask, max_length=0, num_tokens=layout.n_demo_tokens)
                 loss = loss + lam * sft_loss * world
                 _add(sums, sft_loss=sft_loss.item())
         return loss
