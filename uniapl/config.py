@@ -219,6 +219,9 @@ class UniAPLConfig:
         check(t.save_steps >= 0, "training.save_steps", "must be >= 0 (0 saves only the final model)")
         check(t.save_total_limit >= 1, "training.save_total_limit", "must be >= 1")
         check(r.num_generations >= 1, "rollout.num_generations", "must be >= 1")
+        # one rollout per prompt is its own group mean: every advantage is 0 and RL learns nothing (TRL requires 2 too)
+        check(r.num_generations >= 2 or not self.runs_rl(), "rollout.num_generations",
+              f"must be >= 2 for algorithm '{a.name}', which runs RL: group-relative advantages compare a prompt's rollouts")
         check(r.max_new_tokens >= 1, "rollout.max_new_tokens", "must be >= 1")
         check(r.temperature > 0, "rollout.temperature", "must be > 0")
         check(0 < r.top_p <= 1, "rollout.top_p", "must be in (0, 1]")
