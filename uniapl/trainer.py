@@ -237,16 +237,19 @@ class UniAPLTrainer:
         return self.accelerator.unwrap_model(self.policy)
 
     def _build_optimizer(self, stage_steps: int) -> None:
+        """AdamW and its lr schedule. The schedule counts optimizer updates: `num_iterations` of them per step."""
         t = self.config.training
         params = [p for p in self._unwrapped().parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
             params, lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_epsilon, weight_decay=t.weight_decay
         )
+        updates_per_step = self.config.algorithm.num_iterations
+        total_updates, warmup_updates = stage_steps * updates_per_step, t.warmup_steps * updates_per_step
 
-        def factor(step: int) -> float:
-            if t.warmup_steps and step < t.warmup_steps:
-                return (step + 1) / t.warmup_steps
-            progress = min((step - t.warmup_steps) / max(stage_steps - t.warmup_steps, 1), 1.0)
+        def factor(update: int) -> float:
+            if warmup_updates and update < warmup_updates:
+                return (update + 1) / warmup_updates
+            progress = min((update - warmup_updates) / max(total_updates - warmup_updates, 1), 1.0)
             if t.lr_scheduler == "linear":
                 return 1.0 - progress
             if t.lr_scheduler == "cosine":
@@ -406,6 +409,7 @@ class UniAPLTrainer:
         old_logp = torch.zeros_like(mask)
         disc_inputs = None
         lam = self._lambda(comps, stage_steps)
+        metrics["lr"] = self.scheduler.get_last_lr()[0]  # the rate of this step's first update
         for iteration in range(a.num_iterations):
             self.policy.train()
             sums: dict[str, float] = {}
@@ -474,7 +478,6 @@ class UniAPLTrainer:
         t_total = time.perf_counter() - t_start
         metrics.update(
             {
-                "lr": self.scheduler.get_last_lr()[0],
                 "time/training": t_training,
                 "time/step": t_total,
                 "perf/tokens_per_s": self._global_sum(n_generated) / t_total if n_generated else 0.0,
