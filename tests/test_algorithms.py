@@ -223,17 +223,25 @@ def test_ema(previous, decay, expected):
 @pytest.mark.parametrize(
     "step, shape, expected",
     [
-        (0, "cosine", 0.5),  # warm-up: 1 x (0 + 1) / 2
-        (1, "cosine", 1.0),  # warm-up: 1 x 2 / 2
-        (2, "cosine", 1.0),  # decay starts at the peak
-        (4, "cosine", 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 4))),  # progress (4 - 2) / 8 = 0.25 -> 0.868198
-        (4, "linear", 0.775),  # 1 + (0.1 - 1) x 0.25
-        (10, "cosine", 0.1),  # the end
+        (0, "cosine", 0.0),  # the warm-up starts at 0: 1 x 0 / 2
+        (1, "cosine", 0.5),  # 1 x 1 / 2
+        (2, "cosine", 1.0),  # the peak, at step warmup_steps
+        (3, "cosine", 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 7))),  # decay over steps 2..9: progress 1/7 -> 0.955143
+        (3, "linear", 1 - 0.9 / 7),  # 1 + (0.1 - 1) x 1/7 = 0.871429
+        (9, "cosine", 0.1),  # the last step (total_steps - 1) is at final
+        (9, "linear", 0.1),
         (20, "linear", 0.1),  # past the end it stays at final
     ],
 )
 def test_warmup_decay(step, shape, expected):
     assert warmup_decay(step, peak=1.0, final=0.1, warmup_steps=2, total_steps=10, shape=shape) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("shape", ["cosine", "linear"])
+def test_warmup_decay_holds_the_peak_once_and_ends_at_final(shape):
+    # warm-up 2 of 5 steps: 0, 1/2, the peak, then halfway (cos(pi/2) = 0, so both shapes give 0.55), then final
+    mu = [warmup_decay(step, peak=1.0, final=0.1, warmup_steps=2, total_steps=5, shape=shape) for step in range(5)]
+    assert mu == pytest.approx([0.0, 0.5, 1.0, 0.55, 0.1])
 
 
 def test_warmup_decay_without_warmup_starts_at_peak():

@@ -3,7 +3,6 @@ that used to differ, on the tiny model, in a few seconds."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ import torch
 
 from uniapl import UniAPLConfig, UniAPLTrainer
 from uniapl.errors import ConfigError
+from test_trainer import final_state, low_token_reward, read_metrics
 
 
 @pytest.mark.parametrize("algorithm", ["grpo", "luffy", "uniapl", "sft_then_grpo"])
@@ -21,10 +21,6 @@ def test_rl_needs_two_generations_per_prompt(algorithm, tiny_overrides):
 
 def test_sft_takes_one_generation_per_prompt(tiny_overrides):
     UniAPLConfig.from_yaml(None, tiny_overrides + ["algorithm.name=sft", "rollout.num_generations=1"])
-
-
-def read_metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 def train(overrides: list[str], **trainer_args) -> list[dict]:
@@ -50,3 +46,29 @@ def test_lr_schedule_is_sized_in_optimizer_updates(iterations, tiny_overrides, m
     assert seen == pytest.approx([1e-3 * (1 - u / updates) for u in range(updates)])
     # `lr` is the rate of the step's first update: the same per step whatever num_iterations is
     assert [r["lr"] for r in rows] == pytest.approx([1e-3, 5e-4])
+
+
+def test_chord_mixes_rl_and_sft_convexly(tiny_overrides, tmp_path):
+    """CHORD's loss is (1 - mu) * L_RL + mu * L_SFT: with mu held at 1 the RL term drops out, and the update is SFT's."""
+    common = tiny_overrides + ["training.learning_rate=1e-3"]
+    train(common + ["algorithm.name=sft", f"training.output_dir={tmp_path / 'sft'}"])
+    rows = train(common + ["algorithm.name=chord", "algorithm.schedule_warmup_steps=0", "algorithm.schedule_peak=1.0",
+                           "algorithm.schedule_final=1.0", f"training.output_dir={tmp_path / 'chord'}"],
+                 reward_funcs=[low_token_reward])
+    assert [r["lambda"] for r in rows] == [1.0, 1.0]
+    assert all(r["reward/std"] > 0 for r in rows)  # the RL term has a gradient that the weight 1 - mu = 0 removes
+    sft, chord = final_state(tmp_path / "sft"), final_state(tmp_path / "chord")
+    for key in sft:
+        torch.testing.assert_close(sft[key], chord[key], rtol=0, atol=1e-5, msg=key)
+
+
+def test_chord_phi_as_documented_keeps_mu_constant(tiny_overrides):
+    rows = train(tiny_overrides + ["algorithm.name=chord", "algorithm.sft_token_weighting=chord_phi", "algorithm.schedule_warmup_steps=0",
+                                   "algorithm.schedule_peak=0.1", "algorithm.schedule_final=0.1", "training.max_steps=3"])
+    assert [r["lambda"] for r in rows] == pytest.approx([0.1, 0.1, 0.1])
+
+
+@pytest.mark.parametrize("field", ["schedule_peak", "schedule_final"])
+def test_chord_mu_is_a_convex_weight(field, tiny_overrides):
+    with pytest.raises(ConfigError, match=f"algorithm.{field}: must be in \\[0, 1\\]"):
+        UniAPLConfig.from_yaml(None, tiny_overrides + [f"algorithm.{field}=1.5"])

@@ -104,8 +104,9 @@ class AlgorithmConfig:
     lambda_max: float = 10.0
     c_batch_ema: float = 0.0  # EMA decay of C_batch for the dual step (0 = none)
     lambda_fixed: float = 1.0  # lambda_mode=fixed
-    schedule_peak: float = 1.0  # lambda_mode=schedule (CHORD): warm-up to peak, then decay to final
-    schedule_final: float = 0.1
+    # lambda_mode=schedule (CHORD): L = (1 - mu) L_RL + mu L_SFT, mu warms up from 0 to peak, then decays to final
+    schedule_peak: float = 0.9
+    schedule_final: float = 0.05
     schedule_warmup_steps: int = 2
     schedule_shape: Literal["cosine", "linear"] = "cosine"
     # adversarial reward
@@ -235,6 +236,9 @@ class UniAPLConfig:
         check(a.lambda_max > 0, "algorithm.lambda_max", "must be > 0")
         check(0 <= a.lambda_init <= a.lambda_max, "algorithm.lambda_init", "must be in [0, lambda_max]")
         check(0 <= a.c_batch_ema < 1, "algorithm.c_batch_ema", "must be in [0, 1)")
+        for name in ("schedule_peak", "schedule_final"):  # CHORD's mu weighs (1 - mu) L_RL + mu L_SFT
+            check(0 <= getattr(a, name) <= 1, f"algorithm.{name}", f"must be in [0, 1], got {getattr(a, name)}")
+        check(a.schedule_warmup_steps >= 0, "algorithm.schedule_warmup_steps", "must be >= 0")
         check(a.alpha_adv >= 0, "algorithm.alpha_adv", "must be >= 0")
         check(a.adv_clip > 0, "algorithm.adv_clip", "must be > 0")
         check(a.luffy_gamma > 0, "algorithm.luffy_gamma", "must be > 0")

@@ -1,7 +1,8 @@
 """The one trainer. Every algorithm (SFT, GRPO, CHORD, LUFFY, UniAPL and its ablations) is a setting of
 the objective L = L_GRPO + lambda * L_SFT + beta_kl * KL, with the adversarial reward in L_GRPO's
-advantages. A step: generate -> score -> forward pass over the mixed batch (in micro-batches, if set) ->
-discriminator reward -> advantages -> loss -> backward -> update -> dual step -> discriminator update.
+advantages; CHORD mixes the terms as (1 - mu) * (L_GRPO + beta_kl * KL) + mu * L_SFT. A step: generate -> score
+-> forward pass over the mixed batch (in micro-batches, if set) -> discriminator reward -> advantages ->
+loss -> backward -> update -> dual step -> discriminator update.
 """
 
 from __future__ import annotations
@@ -62,6 +63,14 @@ class RowLayout:
     n_rl_tokens: float
     n_rl_seqs: float
     n_demo_tokens: float
+
+
+@dataclass
+class TermWeights:
+    """The weights of the step's loss terms: L = rl * L_RL + sft * L_SFT."""
+
+    rl: float
+    sft: float  # lambda, or CHORD's mu
 
 
 @dataclass
@@ -285,15 +294,18 @@ class UniAPLTrainer:
 
     # ---- one step --------------------------------------------------------------------------------
 
-    def _lambda(self, comps: Components, stage_steps: int) -> float:
+    def _term_weights(self, comps: Components, stage_steps: int) -> TermWeights:
+        """L_RL + lambda * L_SFT; CHORD's schedule mixes the two terms instead: (1 - mu) * L_RL + mu * L_SFT.
+        L_RL is the GRPO term with its KL penalty."""
         a = self.config.algorithm
         if not comps.use_sft:
-            return 0.0
+            return TermWeights(rl=1.0, sft=0.0)
         if comps.lambda_mode == "learned":
-            return self.lam
+            return TermWeights(rl=1.0, sft=self.lam)
         if comps.lambda_mode == "schedule":
-            return warmup_decay(self.stage_step, a.schedule_peak, a.schedule_final, a.schedule_warmup_steps, stage_steps, a.schedule_shape)
-        return a.lambda_fixed
+            mu = warmup_decay(self.stage_step, a.schedule_peak, a.schedule_final, a.schedule_warmup_steps, stage_steps, a.schedule_shape)
+            return TermWeights(rl=1.0 - mu, sft=mu)
+        return TermWeights(rl=1.0, sft=a.lambda_fixed)
 
     def _max_rl_length(self, comps: Components) -> int:
         """The constant of Dr. GRPO's normalizer: the longest any RL row can be."""
@@ -408,7 +420,7 @@ class UniAPLTrainer:
         row_advantages = None  # [rows], 0 on demonstration rows
         old_logp = torch.zeros_like(mask)
         disc_inputs = None
-        lam = self._lambda(comps, stage_steps)
+        weights = self._term_weights(comps, stage_steps)
         metrics["lr"] = self.scheduler.get_last_lr()[0]  # the rate of this step's first update
         for iteration in range(a.num_iterations):
             self.policy.train()
@@ -440,7 +452,7 @@ class UniAPLTrainer:
                     row_advantages = torch.zeros(len(rows), device=device)
                     if comps.use_rl:
                         row_advantages[rl_rows] = self._advantages(comps, task_rewards, disc_inputs, group_size, metrics).to(device)
-                loss = self._micro_batch_loss(comps, layout, idx, logp, old_logp[idx], ref_logp, row_advantages[idx], lam, sums)
+                loss = self._micro_batch_loss(comps, layout, idx, logp, old_logp[idx], ref_logp, row_advantages[idx], weights, sums)
                 self.accelerator.backward(loss)
             if iteration == 0:
                 if "entropy_tokens" in sums:
@@ -465,7 +477,7 @@ class UniAPLTrainer:
 
         # 4. dual step on the detached constraint value
         if comps.use_sft:
-            metrics["lambda"], metrics["epsilon"] = lam, a.epsilon
+            metrics["lambda"], metrics["epsilon"] = weights.sft, a.epsilon
             if comps.lambda_mode == "learned":
                 self.c_ema = ema(self.c_ema, metrics["c_batch"], a.c_batch_ema)
                 self.lam = dual_ascent(self.lam, self.c_ema, a.epsilon, a.eta_lambda, a.lambda_max)
@@ -487,7 +499,7 @@ class UniAPLTrainer:
         return metrics
 
     def _micro_batch_loss(self, comps: Components, layout: RowLayout, idx, logp, old_logp, ref_logp, advantages,
-                          lam: float, sums: dict) -> torch.Tensor:
+                          weights: TermWeights, sums: dict) -> torch.Tensor:
         """This micro-batch's share of the step's loss: normalized by the whole step's (global) counts, so the
         shares add up to the loss of the batch taken at once. Adds its metric sums to `sums`."""
         a = self.config.algorithm
@@ -507,7 +519,7 @@ class UniAPLTrainer:
                 _add(sums, kl_sum=(kl.detach() * rl_mask).sum().item(), rl_tokens=rl_mask.sum().item())
             rl_loss = losses.AGGREGATIONS[a.loss_aggregation](per_token, rl_mask, max_length=self._max_rl_length(comps),
                                                               num_tokens=layout.n_rl_tokens, num_sequences=layout.n_rl_seqs)
-            loss = loss + rl_loss * world
+            loss = loss + weights.rl * rl_loss * world
             on_mask = rl_mask * policy[rl][:, None]
             _add(sums, rl_loss=rl_loss.item(), on_policy_tokens=on_mask.sum().item(),
                  clipped_low=(clipped.clipped_low * on_mask).sum().item(), clipped_high=(clipped.clipped_high * on_mask).sum().item())
@@ -517,7 +529,7 @@ class UniAPLTrainer:
             if comps.use_sft:
                 sft_tokens = losses.sft_token_nll(logp[demo], a.sft_token_weighting)
                 sft_loss = losses.token_mean(sft_tokens, demo_mask, max_length=0, num_tokens=layout.n_demo_tokens)
-                loss = loss + lam * sft_loss * world
+                loss = loss + weights.sft * sft_loss * world
                 _add(sums, sft_loss=sft_loss.item())
         return loss
 

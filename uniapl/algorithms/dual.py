@@ -16,11 +16,12 @@ def ema(previous: float | None, value: float, decay: float) -> float:
 
 
 def warmup_decay(step: int, peak: float, final: float, warmup_steps: int, total_steps: int, shape: str = "cosine") -> float:
-    """CHORD's global SFT weight: linear warm-up from 0 to `peak`, then decay to `final` by `total_steps`."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return peak * (step + 1) / warmup_steps
-    span = max(total_steps - warmup_steps, 1)
-    progress = min(max(step - warmup_steps, 0) / span, 1.0)
+    """CHORD's global SFT weight mu at `step` (0-based) of `total_steps`: a linear warm-up from 0 at step 0 to `peak`
+    at step `warmup_steps`, then a decay that reaches `final` at the last step, `total_steps - 1`."""
+    if step < warmup_steps:
+        return peak * step / warmup_steps
+    decay_steps = total_steps - 1 - warmup_steps
+    progress = min((step - warmup_steps) / decay_steps, 1.0) if decay_steps > 0 else 0.0
     if shape == "linear":
         return peak + (final - peak) * progress
     return final + (peak - final) * 0.5 * (1.0 + math.cos(math.pi * progress))

@@ -1,4 +1,5 @@
-"""Every algorithm is a setting of one objective: L = L_GRPO + lambda * L_SFT + beta_kl * KL.
+"""Every algorithm is a setting of one objective: L = L_GRPO + lambda * L_SFT + beta_kl * KL (CHORD's schedule
+mixes the terms convexly: (1 - mu) * (L_GRPO + beta_kl * KL) + mu * L_SFT).
 
 The table follows the spec's "Every baseline is a setting of the same objective".
 """
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 class Components:
     use_rl: bool  # GRPO on the policy's own rollouts
     use_sft: bool  # the SFT term on expert demonstrations
-    lambda_mode: str  # learned (dual ascent) | fixed | schedule (CHORD's warm-up then decay)
+    lambda_mode: str  # learned (dual ascent) | fixed | schedule (CHORD's mu: warm-up then decay, convex mix)
     use_adversarial: bool  # discriminator reward
     expert_in_group: bool  # LUFFY: the paired demonstration joins its prompt's group
 
