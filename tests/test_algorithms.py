@@ -12,7 +12,7 @@ import torch
 
 from uniapl.algorithms import advantages as adv_lib
 from uniapl.algorithms import losses
-from uniapl.algorithms.discriminator import accuracy, adversarial_reward, discriminator_loss, mean_pool
+from uniapl.algorithms.discriminator import accuracy, adversarial_reward, adversarial_weight, discriminator_loss, mean_pool
 from uniapl.algorithms.dual import dual_ascent, ema, warmup_decay
 from uniapl.algorithms.presets import PRESETS
 
@@ -297,6 +297,20 @@ def test_mean_pool_over_response_tokens():
     close(mean_pool(hidden, mask), [[2.0, 3.0], [0.0, 0.0]])
 
 
+def test_adversarial_weight_ramps_after_the_warmup():
+    # warm-up 2 steps at 0, then 0.1 x k / 4 for the ramp's k-th step, then 0.1
+    alphas = [adversarial_weight(step, alpha_adv=0.1, warmup_steps=2, ramp_steps=4) for step in range(8)]
+    assert alphas == pytest.approx([0.0, 0.0, 0.025, 0.05, 0.075, 0.1, 0.1, 0.1])
+    assert adversarial_weight(2, alpha_adv=0.1, warmup_steps=2, ramp_steps=0) == 0.1  # no ramp: full weight after the warm-up
+
+
+def test_discriminator_loss_weighs_each_class_equally():
+    # far more policy rows than expert rows (the quickstart has 16 rollouts and 4 demonstrations a step): a mean
+    # per class, then their sum, so repeating the policy rows changes nothing and the expert class keeps half the weight
+    expert, policy = torch.tensor(EXPERT_LOGITS), torch.tensor(POLICY_LOGITS)
+    assert discriminator_loss(expert, policy.repeat(8)).item() == pytest.approx(discriminator_loss(expert, policy).item())
+
+
 # ---- presets follow the spec's table -------------------------------------------------------------
 
 
@@ -317,3 +331,4 @@ def test_preset(name, rl, sft, lambda_mode, adversarial, expert_in_group):
     assert (preset.use_rl, preset.use_sft, preset.use_adversarial, preset.expert_in_group) == (rl, sft, adversarial, expert_in_group)
     if sft:  # lambda is not used without the SFT term
         assert preset.lambda_mode == lambda_mode
+

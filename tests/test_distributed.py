@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_trainer import ADVERSARIAL_FROM_STEP_0
 
 
 def run_training(launcher: list[str], overrides: list[str], output_dir) -> None:
@@ -24,7 +25,7 @@ def run_training(launcher: list[str], overrides: list[str], output_dir) -> None:
 def test_two_processes_match_one(tiny_overrides, tiny_model, tmp_path):
     # Adam's first steps are sign(g) * lr wherever |g| >> eps, so float noise on a near-zero gradient
     # flips whole updates; a large eps makes the update proportional to g, and comparable across runs
-    overrides = tiny_overrides + ["algorithm.name=uniapl", "training.learning_rate=1.0", "training.adam_epsilon=1.0"]
+    overrides = tiny_overrides + ADVERSARIAL_FROM_STEP_0 + ["algorithm.name=uniapl", "training.learning_rate=1.0", "training.adam_epsilon=1.0"]
     run_training([sys.executable], overrides, tmp_path / "one")
     # accelerate's multi-process launcher (torchrun); without a GPU each process runs on the CPU with gloo
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",

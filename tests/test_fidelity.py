@@ -72,3 +72,11 @@ def test_chord_phi_as_documented_keeps_mu_constant(tiny_overrides):
 def test_chord_mu_is_a_convex_weight(field, tiny_overrides):
     with pytest.raises(ConfigError, match=f"algorithm.{field}: must be in \\[0, 1\\]"):
         UniAPLConfig.from_yaml(None, tiny_overrides + [f"algorithm.{field}=1.5"])
+
+
+def test_adversarial_reward_waits_for_the_discriminator(tiny_overrides):
+    rows = train(tiny_overrides + ["algorithm.name=uniapl", "training.max_steps=4", "algorithm.alpha_adv=0.1",
+                                   "algorithm.discriminator.warmup_steps=1", "algorithm.alpha_adv_warmup_steps=2"])
+    # step 1 trains the discriminator only; the ramp starts after it: 0.1 x 1/2, then 0.1
+    assert [r["adv/alpha"] for r in rows] == pytest.approx([0.0, 0.05, 0.1, 0.1])
+    assert all({"disc/acc_expert", "disc/acc_policy"} <= r.keys() for r in rows)

@@ -15,6 +15,8 @@ from uniapl.algorithms.presets import PRESETS, STAGED
 from uniapl.cli import main
 
 ALGORITHMS = sorted(set(PRESETS) | set(STAGED))
+# the adversarial reward from the first step, without the default warm-up and ramp, so that short runs exercise it
+ADVERSARIAL_FROM_STEP_0 = ["algorithm.discriminator.warmup_steps=0", "algorithm.alpha_adv_warmup_steps=0"]
 
 
 def read_metrics(run: Path) -> list[dict]:
@@ -155,8 +157,8 @@ def final_state(run: Path) -> dict:
 
 
 def test_resume_reaches_the_same_parameters(tiny_overrides, tmp_path):
-    common = tiny_overrides + ["algorithm.name=uniapl", "training.max_steps=4", "training.save_steps=2",
-                               "training.learning_rate=1e-3", "algorithm.discriminator.learning_rate=1e-2"]
+    common = tiny_overrides + ADVERSARIAL_FROM_STEP_0 + ["algorithm.name=uniapl", "training.max_steps=4", "training.save_steps=2",
+                                                         "training.learning_rate=1e-3", "algorithm.discriminator.learning_rate=1e-2"]
     straight = UniAPLConfig.from_yaml(None, common + [f"training.output_dir={tmp_path / 'straight'}"])
     UniAPLTrainer(args=straight).train()
 
@@ -213,7 +215,7 @@ def test_checkpoint_has_no_pickle_and_survives_a_crashed_save(tiny_overrides, tm
 ])
 def test_memory_savers_give_the_same_update(settings, memory_saver, tiny_model, tiny_overrides, tmp_path):
     """Micro-batches (rows split over several passes) and activation checkpointing change memory, not the update."""
-    common = tiny_overrides + settings + ["training.learning_rate=1e-3", "algorithm.discriminator.learning_rate=1e-2"]
+    common = tiny_overrides + ADVERSARIAL_FROM_STEP_0 + settings + ["training.learning_rate=1e-3", "algorithm.discriminator.learning_rate=1e-2"]
     runs = {}
     for name, extra in [("whole", []), ("micro", [memory_saver])]:
         config = UniAPLConfig.from_yaml(None, common + extra + [f"training.output_dir={tmp_path / name}"])

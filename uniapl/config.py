@@ -73,7 +73,7 @@ class DiscriminatorConfig:
     learning_rate: float = 1e-4
     steps_per_update: int = 1  # n_disc
     label_smoothing: float = 0.0
-    warmup_steps: int = 0  # steps the discriminator trains before r_adv enters the reward
+    warmup_steps: int = 5  # steps the discriminator trains before r_adv enters the reward
     max_accuracy: Optional[float] = None  # skip an update while accuracy is above this (None = never skip)
 
 
@@ -111,7 +111,7 @@ class AlgorithmConfig:
     schedule_shape: Literal["cosine", "linear"] = "cosine"
     # adversarial reward
     alpha_adv: float = 0.1
-    alpha_adv_warmup_steps: int = 0  # alpha ramps linearly from 0 over these steps
+    alpha_adv_warmup_steps: int = 10  # after the discriminator's warm-up, alpha ramps linearly from 0 over these steps
     adv_clip: float = 3.0
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     # expert in the group (LUFFY)
@@ -240,10 +240,12 @@ class UniAPLConfig:
             check(0 <= getattr(a, name) <= 1, f"algorithm.{name}", f"must be in [0, 1], got {getattr(a, name)}")
         check(a.schedule_warmup_steps >= 0, "algorithm.schedule_warmup_steps", "must be >= 0")
         check(a.alpha_adv >= 0, "algorithm.alpha_adv", "must be >= 0")
+        check(a.alpha_adv_warmup_steps >= 0, "algorithm.alpha_adv_warmup_steps", "must be >= 0")
         check(a.adv_clip > 0, "algorithm.adv_clip", "must be > 0")
         check(a.luffy_gamma > 0, "algorithm.luffy_gamma", "must be > 0")
         check(d.learning_rate > 0, "algorithm.discriminator.learning_rate", "must be > 0")
         check(d.steps_per_update >= 1, "algorithm.discriminator.steps_per_update", "must be >= 1")
+        check(d.warmup_steps >= 0, "algorithm.discriminator.warmup_steps", "must be >= 0")
         check(0 <= d.label_smoothing < 0.5, "algorithm.discriminator.label_smoothing", "must be in [0, 0.5)")
         check(d.max_accuracy is None or 0 < d.max_accuracy <= 1, "algorithm.discriminator.max_accuracy", "must be in (0, 1]")
         if a.name in STAGED and a.sft_stage_steps is not None:

@@ -23,7 +23,7 @@ from accelerate.utils import set_seed
 
 from uniapl.algorithms import advantages as adv_lib
 from uniapl.algorithms import losses
-from uniapl.algorithms.discriminator import accuracy, adversarial_reward, mean_pool
+from uniapl.algorithms.discriminator import accuracy, adversarial_reward, adversarial_weight, mean_pool
 from uniapl.algorithms.dual import dual_ascent, ema, warmup_decay
 from uniapl.algorithms.presets import Components
 from uniapl.checkpoint import (
@@ -576,9 +576,7 @@ class UniAPLTrainer:
                 adv_rewards = torch.cat([rollout_adv.view(-1, group_size - 1), member_adv[:, None]], dim=1).view(-1)
             else:
                 adv_rewards = rollout_adv
-            if self.global_step >= a.discriminator.warmup_steps:
-                ramp = a.alpha_adv_warmup_steps
-                alpha = a.alpha_adv * (min(1.0, (self.global_step + 1) / ramp) if ramp else 1.0)
+            alpha = adversarial_weight(self.stage_step, a.alpha_adv, a.discriminator.warmup_steps, a.alpha_adv_warmup_steps)
             metrics["adv/alpha"] = alpha
         method = "grpo" if a.advantage == "grpo" else "dr_grpo"
         return adv_lib.combined_advantages(task_rewards, adv_rewards, alpha, group_size, method, a.normalize_rewards_separately)

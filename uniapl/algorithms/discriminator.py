@@ -48,6 +48,16 @@ def adversarial_reward(policy_logits: torch.Tensor, clip: float) -> torch.Tensor
     return torch.clamp(policy_logits.detach(), -clip, clip)
 
 
+def adversarial_weight(step: int, alpha_adv: float, warmup_steps: int, ramp_steps: int) -> float:
+    """alpha_adv at `step`: 0 while the discriminator warms up (an untrained one scores noise), then a linear
+    ramp that starts after the warm-up and reaches `alpha_adv` at its `ramp_steps`-th step."""
+    if step < warmup_steps:
+        return 0.0
+    if ramp_steps == 0:
+        return alpha_adv
+    return alpha_adv * min(1.0, (step - warmup_steps + 1) / ramp_steps)
+
+
 def accuracy(expert_logits: torch.Tensor, policy_logits: torch.Tensor) -> tuple[float, float]:
     """Fraction of expert responses scored expert (s > 0), and of policy responses scored policy (s < 0)."""
     acc_expert = (expert_logits > 0).float().mean().item() if expert_logits.numel() else float("nan")
