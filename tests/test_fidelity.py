@@ -80,3 +80,24 @@ def test_adversarial_reward_waits_for_the_discriminator(tiny_overrides):
     # step 1 trains the discriminator only; the ramp starts after it: 0.1 x 1/2, then 0.1
     assert [r["adv/alpha"] for r in rows] == pytest.approx([0.0, 0.05, 0.1, 0.1])
     assert all({"disc/acc_expert", "disc/acc_policy"} <= r.keys() for r in rows)
+
+
+def test_rollouts_sample_the_distribution_that_training_scores(tiny_model):
+    """A model's own generation_config (Qwen2.5-Instruct ships repetition_penalty 1.05) must not reshape the
+    rollout distribution: the sampler's log-probs equal the training forward's."""
+    from uniapl.models import load_model_and_tokenizer
+    from uniapl.rollout import SamplingParams, encode_prompts, generate
+    from uniapl.sequences import completion_logprobs
+
+    model, tokenizer = load_model_and_tokenizer(tiny_model, "fp32")
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(10.0)  # peaked logits, as a trained model has
+    model.generation_config.repetition_penalty = 1.5
+    model.generation_config.no_repeat_ngram_size = 2
+    prompts = encode_prompts(tokenizer, [[{"role": "user", "content": "Say hi to a friend."}]] * 4)
+    params = SamplingParams(max_new_tokens=12, temperature=0.7)
+    completions = generate(model, tokenizer, prompts, params, seeds=[11, 12, 13, 14])
+    scored = completion_logprobs(model, prompts, [c.completion_ids for c in completions], tokenizer.pad_token_id, temperature=0.7)
+    for completion, logprobs in zip(completions, scored):
+        assert completion.logprobs == pytest.approx(logprobs, abs=1e-4)
+    assert model.generation_config.repetition_penalty == 1.5  # the model's own settings are left as they were

@@ -8,6 +8,7 @@ a 1-process run, and a resumed run match an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -105,7 +106,8 @@ def generate(
     batch_size: int | None = None,
     on_batch_done: Callable[[int], None] | None = None,
 ) -> list[Completion]:
-    """Generate one completion per prompt. Sampling needs one seed per prompt (see `sequence_seed`)."""
+    """Generate one completion per prompt. Sampling needs one seed per prompt (see `sequence_seed`). Only `params`
+    shape the distribution: the processors of the model's own generation_config are left out."""
     from transformers import GenerationConfig, LogitsProcessorList
 
     if params.do_sample and (seeds is None or len(seeds) != len(prompt_ids)):
@@ -133,12 +135,13 @@ def generate(
         if params.do_sample:
             sampler = _SeededSampler(params, seeds[start : start + batch_size], width)
             processors.append(sampler)
-        out = model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            generation_config=gen_config,
-            logits_processor=processors,
-        )
+        with _without_model_generation_defaults(model, gen_config):
+            out = model.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                generation_config=gen_config,
+                logits_processor=processors,
+            )
         new_tokens = out[:, width:].tolist()
         step_logprobs = torch.stack(sampler.logprobs, dim=1).tolist() if sampler else None
         for row, tokens in enumerate(new_tokens):
@@ -156,6 +159,21 @@ def generate(
             on_batch_done(len(chunk))
     model.train(was_training)
     return results
+
+
+@contextlib.contextmanager
+def _without_model_generation_defaults(model, gen_config):
+    """Generate with `gen_config` alone. HF fills every field that `gen_config` leaves unset from the model's own
+    generation_config, whose processors (repetition_penalty, no_repeat_ngram_size, suppress_tokens, ...) would
+    reshape the scores before the sampler draws, so rollouts would come from a distribution that training does
+    not score. The model's generation_config is put back afterwards, so saved models keep it."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft model generates with its base's
+    own = base.generation_config
+    base.generation_config = gen_config
+    try:
+        yield
+    finally:
+        base.generation_config = own
 
 
 def _eos_ids(model, tokenizer) -> list[int]:
