@@ -7,7 +7,8 @@ import json
 import pytest
 
 from uniapl.cli import main
-from uniapl.datatools.build_if import build_if_rows, ifeval_ngrams, word_ngrams
+from uniapl.datatools.build_if import build_if_rows, ifeval_ngrams, unsatisfiable, word_ngrams
+from uniapl.datatools.tasks import TRAIN_YES_NO_FRAMES, HELDOUT_YES_NO_FRAMES, frame_of
 from uniapl.ifeval.data import load_constraint_rows, load_ifeval
 from uniapl.ifeval.reference import reference_registry
 
@@ -81,9 +82,40 @@ def test_strict_decontamination_shares_no_8gram_at_all_with_ifeval(capsys, tmp_p
 def test_splits_use_disjoint_base_tasks_and_the_seed_repeats_them(built):
     train, heldout, _ = built
     assert not {base_task(r) for r in train} & {base_task(r) for r in heldout}
+    # not only other slot fillers: the held-out requests come from frames training never saw
+    assert not {frame_of(base_task(r)) for r in train} & {frame_of(base_task(r)) for r in heldout}
     assert len({base_task(r) for r in train}) == len(train)
     again, _, _ = build_if_rows(5, seed=7, heldout=0)
     assert again == train[:5]
+
+
+def test_yes_no_answer_format_only_with_yes_no_questions(built):
+    yes_no = set(TRAIN_YES_NO_FRAMES + HELDOUT_YES_NO_FRAMES)
+    constrained = [r for r in built[0] + built[1] if "detectable_format:constrained_response" in r["instruction_id_list"]]
+    assert constrained
+    for row in constrained:
+        assert frame_of(base_task(row)) in yes_no and base_task(row).endswith("?")
+
+
+def test_the_unsatisfiable_combinations_are_rejected_and_never_built(built):
+    registry = reference_registry()
+    lowercase, capital = "change_case:english_lowercase", "change_case:english_capital"
+    sections = "detectable_format:multiple_sections"
+    # the checker matches the section marker case-sensitively
+    assert unsatisfiable([lowercase, sections], [{}, {"section_spliter": "Section", "num_sections": 2}], registry)
+    assert unsatisfiable([lowercase, sections], [{}, {"section_spliter": "SECTION", "num_sections": 2}], registry)
+    assert unsatisfiable([capital, sections], [{}, {"section_spliter": "Section", "num_sections": 2}], registry)
+    assert unsatisfiable([capital, sections], [{}, {"section_spliter": "SECTION", "num_sections": 2}], registry) is None
+    # the repeated request carries a comma (here in the no-comma instruction's own text)
+    repeat = {"prompt_to_repeat": "Write a poem. In your entire response, refrain from the use of any commas."}
+    assert unsatisfiable(["punctuation:no_comma", "combination:repeat_prompt"], [{}, repeat], registry)
+    assert unsatisfiable(["punctuation:no_comma", "combination:repeat_prompt"], [{}, {"prompt_to_repeat": "Write a poem."}], registry) is None
+    # a keyword both required and forbidden, or required more often than allowed
+    assert unsatisfiable(["keywords:existence", "keywords:forbidden_words"], [{"keywords": ["tide"]}, {"forbidden_words": ["tide"]}], registry)
+    assert unsatisfiable(["startend:end_checker", "keywords:frequency"],
+                         [{"end_phrase": "Any other questions?"}, {"keyword": "other", "frequency": 1, "relation": "less than"}], registry)
+    for row in built[0] + built[1]:
+        assert unsatisfiable(row["instruction_id_list"], row["kwargs"], registry) is None
 
 
 def test_cli_writes_files_the_checkers_accept(tmp_path, capsys):

@@ -26,6 +26,7 @@ DECONTAMINATION_N = 8
 # which shared 8-grams drop a prompt: any ("strict"), or those not wholly inside an instruction's description
 DECONTAMINATION_MODES = ("outside-instructions", "strict")
 REPEAT_PROMPT = "combination:repeat_prompt"
+CONSTRAINED_RESPONSE = "detectable_format:constrained_response"
 # how many instructions a prompt gets: 1, 2 or 3
 INSTRUCTION_COUNT_WEIGHTS = {1: 0.4, 2: 0.4, 3: 0.2}
 
@@ -106,9 +107,78 @@ def render_instructions(task: str, instruction_ids: list[str], seed: int, regist
     return request, [kwargs_by_id[i] for i in instruction_ids], [description_by_id[i] for i in instruction_ids]
 
 
+def required_text(instruction_id: str, kwargs: dict) -> tuple[str, bool] | None:
+    """The least text a response must contain to follow the instruction, and whether its checker
+    matches that text case-sensitively; None where no fixed text is required."""
+    if instruction_id == "keywords:existence":
+        return " ".join(kwargs["keywords"]), False
+    if instruction_id == "keywords:frequency" and kwargs["relation"] == "at least":
+        return " ".join([kwargs["keyword"]] * kwargs["frequency"]), False
+    if instruction_id == "keywords:letter_frequency" and kwargs["let_relation"] == "at least":
+        return kwargs["letter"] * kwargs["let_frequency"], False
+    if instruction_id == "startend:end_checker":
+        return kwargs["end_phrase"], False
+    if instruction_id == "detectable_content:postscript":
+        return kwargs["postscript_marker"], False
+    if instruction_id == "detectable_format:multiple_sections":
+        return "\n".join(f"{kwargs['section_spliter']} {i}" for i in range(1, kwargs["num_sections"] + 1)), True
+    if instruction_id == "length_constraints:nth_paragraph_first_word":
+        return kwargs["first_word"], False
+    if instruction_id == REPEAT_PROMPT:
+        return kwargs["prompt_to_repeat"], False
+    return None
+
+
+# instructions that a response fails by containing something (the frequency ones under "less than"):
+# once the text another instruction requires fails one of them, every response does
+ALWAYS_FORBIDDING = ("punctuation:no_comma", "keywords:forbidden_words")
+UPPER_BOUNDS = {"keywords:frequency": "relation", "keywords:letter_frequency": "let_relation",
+                "change_case:capital_word_frequency": "capital_relation"}
+
+
+def forbids(instruction_id: str, kwargs: dict) -> bool:
+    relation = UPPER_BOUNDS.get(instruction_id)
+    return instruction_id in ALWAYS_FORBIDDING or (relation is not None and kwargs[relation] == "less than")
+
+
+CASES = {"change_case:english_lowercase": str.lower, "change_case:english_capital": str.upper}
+
+
+def unsatisfiable(instruction_ids: list[str], kwargs: list[dict], registry) -> str | None:
+    """Why no response can follow every instruction of a prompt, or None.
+
+    Each instruction's required text (`required_text`) is put in the case the prompt asks for, where
+    its checker ignores case, and then run through the checkers of the other instructions that a
+    response fails by containing something (`forbids`, and the case instructions for text matched
+    case-sensitively). These checks only get worse as text is added, so a failure here is final.
+    """
+    case = next((CASES[i] for i in instruction_ids if i in CASES), None)
+    for source, source_kwargs in zip(instruction_ids, kwargs):
+        required = required_text(source, source_kwargs)
+        if required is None:
+            continue
+        text, case_sensitive = required
+        if case is not None:
+            if case_sensitive and case(text) != text:
+                return f"{source} needs '{text.splitlines()[0]}', which the case instruction forbids"
+            text = case(text)
+        for other, other_kwargs in zip(instruction_ids, kwargs):
+            if other == source or not forbids(other, other_kwargs):
+                continue
+            checker = registry.INSTRUCTION_DICT[other](other)
+            checker.build_description(**{k: v for k, v in other_kwargs.items() if v})
+            if not checker.check_following(text):
+                return f"the text {source} requires breaks {other}"
+    return None
+
+
 def build_if_rows(n: int, seed: int, heldout: int = 0, key_prefix: str = "if",
                   decontamination: str = "outside-instructions") -> tuple[list[dict], list[dict], Counter]:
-    """`n` training rows and `heldout` held-out rows with distinct base tasks, and why candidates were dropped."""
+    """`n` training rows and `heldout` held-out rows, and why candidates were dropped.
+
+    The two splits draw their base tasks from disjoint frames (`tasks.SPLITS`); a prompt with the
+    yes/no/maybe answer format always gets a yes/no question.
+    """
     from uniapl.datatools.tasks import base_task
     from uniapl.ifeval.data import load_ifeval
     from uniapl.ifeval.reference import reference_registry
@@ -123,28 +193,33 @@ def build_if_rows(n: int, seed: int, heldout: int = 0, key_prefix: str = "if",
     used_tasks: set[str] = set()
     rows: list[dict] = []
     dropped: Counter = Counter()
-    attempts = 0
-    while len(rows) < n + heldout:
-        attempts += 1
-        if attempts > 50 * (n + heldout):
-            raise UniaplError(f"could only build {len(rows)} distinct clean prompts of {n + heldout}; ask for fewer")
-        task = base_task(rng)
-        if task in used_tasks:
-            dropped["repeated base task"] += 1
-            continue
-        instruction_ids = choose_instructions(rng, registry)
-        text, kwargs, descriptions = render_instructions(task, instruction_ids, rng.getrandbits(63), registry)
-        if not all(checkable_as_asked(i, k, d, registry) for i, k, d in zip(instruction_ids, kwargs, descriptions)):
-            dropped["reference drew arguments its checker redraws"] += 1
-            continue
-        if contaminated_ngrams(text, descriptions, contaminated, decontamination):
-            dropped[f"shares a {DECONTAMINATION_N}-gram with IFEval"] += 1
-            continue
-        used_tasks.add(task)
-        rows.append({
-            "key": f"{key_prefix}-{seed}-{len(rows):05d}",
-            "prompt": [{"role": "user", "content": text}],
-            "instruction_id_list": instruction_ids,
-            "kwargs": kwargs,
-        })
+    for split, count in (("train", n), ("heldout", heldout)):
+        target, attempts = len(rows) + count, 0
+        while len(rows) < target:
+            attempts += 1
+            if attempts > 50 * count:
+                raise UniaplError(f"could only build {len(rows) - target + count} distinct clean {split} prompts of {count}; ask for fewer")
+            instruction_ids = choose_instructions(rng, registry)
+            task = base_task(rng, split, yes_no=CONSTRAINED_RESPONSE in instruction_ids)
+            if task in used_tasks:
+                dropped["repeated base task"] += 1
+                continue
+            text, kwargs, descriptions = render_instructions(task, instruction_ids, rng.getrandbits(63), registry)
+            if not all(checkable_as_asked(i, k, d, registry) for i, k, d in zip(instruction_ids, kwargs, descriptions)):
+                dropped["reference drew arguments its checker redraws"] += 1
+                continue
+            reason = unsatisfiable(instruction_ids, kwargs, registry)
+            if reason:
+                dropped[f"no response can satisfy it: {reason}"] += 1
+                continue
+            if contaminated_ngrams(text, descriptions, contaminated, decontamination):
+                dropped[f"shares a {DECONTAMINATION_N}-gram with IFEval"] += 1
+                continue
+            used_tasks.add(task)
+            rows.append({
+                "key": f"{key_prefix}-{seed}-{len(rows):05d}",
+                "prompt": [{"role": "user", "content": text}],
+                "instruction_id_list": instruction_ids,
+                "kwargs": kwargs,
+            })
     return rows[:n], rows[n:], dropped

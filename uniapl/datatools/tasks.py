@@ -9,6 +9,7 @@ question.
 from __future__ import annotations
 
 import random
+import re
 
 SUBJECTS = [
     "urban beekeeping", "the history of the bicycle", "composting at home", "learning a second language",
@@ -55,8 +56,10 @@ PURPOSES = [
 DISHES = ["a lentil soup", "a quick vegetable stir-fry", "banana pancakes", "a summer salad", "a simple flatbread", "a rice pudding"]
 TONES = ["cheerful", "serious", "humorous", "calm", "enthusiastic", "formal", "friendly", "poetic"]
 
-# each frame is a format string over the lists above; a frame with no field would repeat itself
-FRAMES = [
+# Each frame is a format string over the lists above; a frame with no field would repeat itself.
+# Training and held-out prompts draw from disjoint frames, so the held-out split measures
+# generalization to new kinds of request, not only to new slot fillers.
+TRAIN_FRAMES = [
     "Write a {tone} short story about {subject}.",
     "Write a blog post about {subject} for {audience}.",
     "Explain {subject} to {audience}.",
@@ -82,6 +85,33 @@ FRAMES = [
     "Write a {tone} announcement about {occasion}.",
     "Argue for and against {subject}, then give your own view.",
 ]
+HELDOUT_FRAMES = [
+    "Write a {tone} news report about {subject} in {place}.",
+    "Summarize what {audience} should know about {subject} before trying it.",
+    "Write a thank-you note from {role} to {recipient}.",
+    "Describe how {role} would spend {occasion}.",
+    "Write a short guide to {place} from the point of view of {role}.",
+    "Write instructions for {audience} who want to start with {subject}.",
+]
+# Yes/no questions: the only base tasks that an answer format such as "My answer is yes." fits.
+TRAIN_YES_NO_FRAMES = [
+    "Is {subject} a good topic to explain to {audience}?",
+    "Would {audience} enjoy learning about {subject}?",
+    "Should {role} learn about {subject}?",
+    "Is {product} a sensible gift for {audience}?",
+    "Is {place} a good destination for {audience}?",
+    "Would {dish} be a good choice for {occasion}?",
+    "Can {subject} and {subject2} be taught in the same lesson?",
+    "Would {role} make a good guest speaker at {occasion}?",
+]
+HELDOUT_YES_NO_FRAMES = [
+    "Is {subject} more interesting than {subject2}?",
+    "Could {role} do the job of {role2} for a day?",
+]
+SPLITS = {
+    "train": (TRAIN_FRAMES, TRAIN_YES_NO_FRAMES),
+    "heldout": (HELDOUT_FRAMES, HELDOUT_YES_NO_FRAMES),
+}
 FIELDS = {
     "subject": SUBJECTS, "subject2": SUBJECTS, "audience": AUDIENCES, "role": ROLES, "role2": ROLES,
     "product": PRODUCTS, "place": PLACES, "occasion": OCCASIONS, "recipient": RECIPIENTS,
@@ -89,9 +119,11 @@ FIELDS = {
 }
 
 
-def base_task(rng: random.Random) -> str:
-    """One request: a random frame with random fields (two of the same kind are never equal)."""
-    frame = rng.choice(FRAMES)
+def base_task(rng: random.Random, split: str = "train", yes_no: bool = False) -> str:
+    """One request: a random frame of the split (a yes/no question if asked) with random fields
+    (two of the same kind are never equal)."""
+    frames, yes_no_frames = SPLITS[split]
+    frame = rng.choice(yes_no_frames if yes_no else frames)
     values = {}
     for name, options in FIELDS.items():
         first = name.rstrip("2")
@@ -100,3 +132,15 @@ def base_task(rng: random.Random) -> str:
             choice = rng.choice(options)
         values[name] = choice
     return frame.format(**values)
+
+
+def frame_of(task: str) -> str:
+    """The frame a base task was made from: the one whose fixed words and slot values match it."""
+
+    def slot(match: re.Match) -> str:
+        return "(?:" + "|".join(map(re.escape, FIELDS[match.group(1)])) + ")"
+
+    for frame in [f for split in SPLITS.values() for frames in split for f in frames]:
+        if re.fullmatch(re.sub(r"\\\{(\w+)\\\}", slot, re.escape(frame)), task):
+            return frame
+    raise ValueError(f"no task frame matches {task!r}")
