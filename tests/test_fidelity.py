@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from uniapl import UniAPLConfig, UniAPLTrainer
-from uniapl.errors import ConfigError
+from uniapl.errors import ConfigError, DataError, UniaplWarning
 from test_trainer import final_state, low_token_reward, read_metrics
 
 
@@ -101,3 +101,44 @@ def test_rollouts_sample_the_distribution_that_training_scores(tiny_model):
     for completion, logprobs in zip(completions, scored):
         assert completion.logprobs == pytest.approx(logprobs, abs=1e-4)
     assert model.generation_config.repetition_penalty == 1.5  # the model's own settings are left as they were
+
+
+def test_over_long_demonstrations_are_left_out_not_cut(tiny_overrides, monkeypatch):
+    """With max_demo_length 9 (tokens with EOS), 4 of the 8 toy demonstrations fit. SFT trains on whole
+    demonstrations that end with EOS, never on 'Go to bed at the<|im_end|>'."""
+    import uniapl.trainer as trainer_module
+    from conftest import TOY_ROWS
+
+    trained, pack = [], trainer_module.pack
+    monkeypatch.setattr(trainer_module, "pack", lambda prompts, completions, pad: trained.extend(completions) or pack(prompts, completions, pad))
+    config = UniAPLConfig.from_yaml(None, tiny_overrides + ["algorithm.name=sft", "data.max_demo_length=9", "training.max_steps=4"])
+    with pytest.warns(UniaplWarning, match="max_demo_length=9: 4 of 8 expert demonstrations are longer"):
+        trainer = UniAPLTrainer(args=config)
+    trainer.train()
+    tokenizer = trainer.tokenizer
+    whole = {c for _, c in TOY_ROWS}
+    assert len(trained) == 8
+    for ids in trained:
+        assert len(ids) <= 9 and ids[-1] == tokenizer.eos_token_id
+        assert tokenizer.decode(ids[:-1]) in whole
+
+
+def test_luffy_scores_its_expert_member_on_the_ids_it_trains(tiny_overrides):
+    from uniapl.models import load_tokenizer
+
+    tokenizer = load_tokenizer(UniAPLConfig.from_yaml(None, tiny_overrides).model.name)
+    checked = []
+
+    def ids_match_text(prompts, completions, completion_ids, **kwargs):
+        for completion, ids in zip(completions, completion_ids):
+            checked.append(completion[0]["content"] == tokenizer.decode(ids, skip_special_tokens=True))
+        return [0.0] * len(completions)
+
+    train(tiny_overrides + ["algorithm.name=luffy", "data.max_demo_length=9"], reward_funcs=[ids_match_text])
+    assert checked and all(checked)  # rollouts and expert members alike
+
+
+def test_no_demonstration_fits_is_an_error(tiny_overrides):
+    config = UniAPLConfig.from_yaml(None, tiny_overrides + ["data.max_demo_length=3"])
+    with pytest.raises(DataError, match="data.max_demo_length=3: all 8 expert demonstrations are longer"):
+        UniAPLTrainer(args=config)

@@ -46,7 +46,7 @@ class DataConfig:
     # expert demonstrations; when unset, the rows of `prompts` that carry a completion are the demonstrations
     expert: Optional[str] = None
     max_prompt_length: int = 512
-    max_demo_length: int = 512  # demonstration tokens beyond this are cut
+    max_demo_length: int = 512  # longer demonstrations (in tokens, with EOS) are left out
 
 
 @dataclass

@@ -12,6 +12,7 @@ import copy
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -39,7 +40,7 @@ from uniapl.checkpoint import (
 from uniapl.config import UniAPLConfig
 from uniapl.data import Example, examples_from_records, expert_demos, load_examples
 from uniapl.discriminators import Discriminator, HeadDiscriminator, ModelDiscriminator
-from uniapl.errors import ConfigError, DataError, UniaplError
+from uniapl.errors import ConfigError, DataError, UniaplError, UniaplWarning
 from uniapl.metrics import MetricsLogger
 from uniapl.models import load_model, load_tokenizer, resolve_dtype, warn_if_bf16_is_emulated
 from uniapl.rewards import WeightedReward, resolve_reward, score
@@ -71,6 +72,15 @@ class TermWeights:
 
     rl: float
     sft: float  # lambda, or CHORD's mu
+
+
+@dataclass
+class Demonstration:
+    """An expert demonstration and its completion's token ids, ending with EOS: the one tokenization that the SFT
+    term trains on, the discriminator reads and LUFFY's expert member is scored on (as the decoded ids)."""
+
+    example: Example
+    completion_ids: list[int]
 
 
 @dataclass
@@ -122,7 +132,9 @@ class UniAPLTrainer:
         self.output_dir = Path(cfg.training.output_dir)
         self.checkpoint_dir = self.output_dir / "checkpoints"
         self._model_arg = model
-        self._tokenizer_arg = processing_class
+        self.start_model_name = model if isinstance(model, str) else cfg.model.name
+        self.tokenizer = processing_class or load_tokenizer(self.start_model_name)
+        self.pad_id = self.tokenizer.pad_token_id
 
         self.prompts, self.demos = self._load_data(train_dataset, expert_dataset)
         self.rewards = self._load_rewards(reward_funcs)
@@ -143,7 +155,7 @@ class UniAPLTrainer:
 
     # ---- setup ------------------------------------------------------------------------------------
 
-    def _load_data(self, train_dataset, expert_dataset) -> tuple[list[Example], list[Example]]:
+    def _load_data(self, train_dataset, expert_dataset) -> tuple[list[Example], list[Demonstration]]:
         cfg = self.config
         if train_dataset is not None:
             prompts = examples_from_records(train_dataset, "train_dataset")
@@ -157,19 +169,40 @@ class UniAPLTrainer:
             expert = load_examples(cfg.data.expert)
         else:
             expert = None
-        demos = expert_demos(prompts, expert)
         plan = [self.config.components(stage) for stage, _ in cfg.stages()]
-        if any(c.use_sft or c.use_adversarial or c.expert_in_group for c in plan) and not demos:
+        if not any(c.use_sft or c.use_adversarial or c.expert_in_group for c in plan):
+            return prompts, []
+        examples = expert_demos(prompts, expert)
+        if not examples:
             raise DataError(
                 f"algorithm '{cfg.algorithm.name}' needs expert demonstrations: set data.expert, or give rows of "
                 f"data.prompts a 'completion'"
             )
+        demos = self._demonstrations(examples)
         if any(c.expert_in_group for c in plan):
-            paired = {d.prompt_key() for d in demos}
+            paired = {d.example.prompt_key() for d in demos}
             prompts = [p for p in prompts if p.prompt_key() in paired]
             if not prompts:
                 raise DataError("algorithm.expert_in_group needs prompts paired with a demonstration; none of data.prompts has one")
         return prompts, demos
+
+    def _demonstrations(self, examples: list[Example]) -> list[Demonstration]:
+        """Tokenize each demonstration once. Those longer than data.max_demo_length are left out: cut, they would
+        teach the model to stop mid-sentence."""
+        limit = self.config.data.max_demo_length
+        demos = []
+        for example in examples:
+            ids = self.tokenizer(example.completion_text(), add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
+            if len(ids) <= limit:
+                demos.append(Demonstration(example, ids))
+        left_out = len(examples) - len(demos)
+        if not demos:
+            raise DataError(f"data.max_demo_length={limit}: all {left_out} expert demonstrations are longer (in tokens, "
+                            f"with EOS); raise it")
+        if left_out and self.accelerator.is_main_process:
+            warnings.warn(f"data.max_demo_length={limit}: {left_out} of {len(examples)} expert demonstrations are longer "
+                          f"(in tokens, with EOS) and are left out", UniaplWarning, stacklevel=2)
+        return demos
 
     def _load_rewards(self, reward_funcs) -> list[WeightedReward]:
         if reward_funcs is not None:
@@ -185,11 +218,7 @@ class UniAPLTrainer:
     def _build_models(self, start_from: str | None) -> None:
         """Policy (fp32 master weights, or bf16 base + LoRA), a bf16 rollout copy, and the optional ref model."""
         cfg = self.config.model
-        name = cfg.name
-        if isinstance(self._model_arg, str):
-            name = self._model_arg
-        self.start_model_name = name
-        self.tokenizer = self._tokenizer_arg or load_tokenizer(name)
+        name = self.start_model_name
         lora = cfg.lora.enabled
         # LoRA trains fp32 adapters on a frozen base, so the base may stay in bf16 where training is bf16
         load_dtype = "bf16" if (self.train_in_bf16 and lora) else "fp32"
@@ -219,7 +248,6 @@ class UniAPLTrainer:
                 policy.enable_input_require_grads()
         policy.config.use_cache = False
         self.policy = policy.to(self.accelerator.device)
-        self.pad_id = self.tokenizer.pad_token_id
         # a bf16 copy for generation: bf16 decodes about 2x faster, training keeps fp32 master weights
         self.rollout_model = self.policy
         if self.dtype == "bf16" and not lora:
@@ -277,17 +305,13 @@ class UniAPLTrainer:
         start = self.accelerator.process_index * per_rank
         return items[start : start + per_rank]
 
-    def _next_batch(self, examples: list[Example], cursor_name: str, count: int, salt: int) -> tuple[list[Example], int]:
+    def _next_batch(self, items: list, cursor_name: str, count: int, salt: int) -> tuple[list, int]:
         """The global batch's slice for this process, and the global index of its first item."""
         cursor = getattr(self, cursor_name)
-        indices = _cursor_indices(len(examples), cursor, count, self.config.training.seed * 1000 + salt)
+        indices = _cursor_indices(len(items), cursor, count, self.config.training.seed * 1000 + salt)
         setattr(self, cursor_name, cursor + count)
         first = self.accelerator.process_index * (count // self.accelerator.num_processes)
-        return [examples[i] for i in self._local_slice(indices)], first
-
-    def _demo_completion_ids(self, example: Example) -> list[int]:
-        ids = self.tokenizer(example.completion_text(), add_special_tokens=False)["input_ids"]
-        return ids[: self.config.data.max_demo_length - 1] + [self.tokenizer.eos_token_id]
+        return [items[i] for i in self._local_slice(indices)], first
 
     def _prompt_ids(self, examples: list[Example]) -> list[list[int]]:
         return encode_prompts(self.tokenizer, [e.prompt for e in examples], self.config.data.max_prompt_length)
@@ -343,11 +367,10 @@ class UniAPLTrainer:
         scored_examples = [e for e in prompts for _ in range(r.num_generations)]
         scored_completions = list(completions)
         if comps.expert_in_group:
-            demo_by_prompt = {d.prompt_key(): d for d in self.demos}
-            members = [demo_by_prompt[p.prompt_key()] for p in prompts]
-            member_ids = [self._demo_completion_ids(m) for m in members]
+            demo_by_prompt = {d.example.prompt_key(): d for d in self.demos}
+            member_ids = [demo_by_prompt[p.prompt_key()].completion_ids for p in prompts]
             scored_examples += prompts
-            scored_completions += [Completion(ids, m.completion_text(), False) for ids, m in zip(member_ids, members)]
+            scored_completions += [Completion(ids, self.tokenizer.decode(ids, skip_special_tokens=True), False) for ids in member_ids]
         flat_rewards, per_function = self._score(scored_examples, scored_completions)
         metrics["time/scoring"] = time.perf_counter() - t0
 
@@ -389,8 +412,8 @@ class UniAPLTrainer:
         need_demos = comps.use_sft or (comps.use_adversarial and self.discriminator is not None)
         if need_demos:
             demos, _ = self._next_batch(self.demos, "demo_cursor", cfg.training.demos_per_step, salt=2)
-            for ids, demo in zip(self._prompt_ids(demos), demos):
-                rows.append(TrainRow(ids, self._demo_completion_ids(demo), "demo"))
+            for ids, demo in zip(self._prompt_ids([d.example for d in demos]), demos):
+                rows.append(TrainRow(ids, demo.completion_ids, "demo"))
 
         batch = pack([x.prompt_ids for x in rows], [x.completion_ids for x in rows], self.pad_id).to(device)
         kinds = np.array([x.kind for x in rows])
