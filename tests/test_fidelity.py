@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from uniapl import UniAPLConfig, UniAPLTrainer
-from uniapl.errors import ConfigError, DataError, UniaplWarning
-from test_trainer import final_state, low_token_reward, read_metrics
+from uniapl.errors import ConfigError, DataError, UniaplError, UniaplWarning
+from test_trainer import StopAfter, final_state, low_token_reward, read_metrics
 
 
 @pytest.mark.parametrize("algorithm", ["grpo", "luffy", "uniapl", "sft_then_grpo"])
@@ -142,3 +142,49 @@ def test_no_demonstration_fits_is_an_error(tiny_overrides):
     config = UniAPLConfig.from_yaml(None, tiny_overrides + ["data.max_demo_length=3"])
     with pytest.raises(DataError, match="data.max_demo_length=3: all 8 expert demonstrations are longer"):
         UniAPLTrainer(args=config)
+
+
+def perturbed_tiny_model(tiny_model: str):
+    """The tiny model with a scaled output layer: unlike the folder it was loaded from (its name_or_path)."""
+    from uniapl.models import load_model
+
+    model = load_model(tiny_model, "fp32")
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(3.0)
+    return model
+
+
+def test_a_policy_object_is_its_own_reference_and_discriminator_start(tiny_model, tiny_overrides):
+    policy = perturbed_tiny_model(tiny_model)
+    start = {k: v.clone() for k, v in policy.model.state_dict().items()}
+    # the discriminator's learning rate is too small to move a weight: after the run it still holds its start
+    config = UniAPLConfig.from_yaml(None, tiny_overrides + [
+        "algorithm.name=uniapl", "algorithm.beta_kl=0.1", "algorithm.discriminator.kind=model",
+        "algorithm.discriminator.learning_rate=1e-30", "training.max_steps=1"])
+    trainer = UniAPLTrainer(model=policy, args=config)  # no processing_class: the tokenizer of policy.name_or_path
+    rows = read_metrics(trainer.train().parent)
+    assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # before any update the policy is its reference
+    body = trainer.discriminator.module.base_model.state_dict()
+    for key, value in start.items():
+        torch.testing.assert_close(body[key], value, rtol=0, atol=0, msg=key)
+
+
+def test_a_policy_object_without_a_tokenizer_folder_needs_processing_class(tiny_model, tiny_overrides):
+    policy = perturbed_tiny_model(tiny_model)
+    policy.name_or_path = "org/some-hub-model"
+    with pytest.raises(UniaplError, match="processing_class: the model object's name_or_path"):
+        UniAPLTrainer(model=policy, args=UniAPLConfig.from_yaml(None, tiny_overrides))
+
+
+def test_grpo_after_sft_starts_from_the_sft_checkpoint_as_its_reference(tiny_overrides, tmp_path):
+    """Stage 2's reference is stage 1's final model, also when stage 2 resumes from a checkpoint."""
+    common = tiny_overrides + ["algorithm.name=sft_then_grpo", "algorithm.sft_stage_steps=1", "training.max_steps=3",
+                               "algorithm.beta_kl=0.1", "training.learning_rate=1e-2", "training.save_steps=2"]
+    straight = train(common + [f"training.output_dir={tmp_path / 'straight'}"], reward_funcs=[low_token_reward])
+    assert straight[1]["kl"] == pytest.approx(0.0, abs=1e-6) and straight[2]["kl"] > 1e-4  # step 2 is GRPO's first
+
+    resumed = UniAPLConfig.from_yaml(None, common + [f"training.output_dir={tmp_path / 'resumed'}"])
+    with pytest.raises(KeyboardInterrupt):  # during step 3, after the checkpoint of step 2
+        UniAPLTrainer(args=resumed, reward_funcs=[StopAfter(calls=1, reward=low_token_reward)]).train()
+    UniAPLTrainer(args=resumed, reward_funcs=[low_token_reward]).train(resume=True)
+    assert read_metrics(tmp_path / "resumed")[2]["kl"] == pytest.approx(straight[2]["kl"], rel=1e-5)

@@ -137,19 +137,20 @@ def test_discriminator_separates_expert_from_policy(tiny_overrides):
 
 
 class StopAfter:
-    """A reward that interrupts the run at a given call, like a kill in the middle of a step."""
+    """A reward (no_commas unless given) that interrupts the run at a given call, like a kill in the middle of a step."""
 
-    def __init__(self, calls: int):
+    def __init__(self, calls: int, reward=None):
+        from uniapl.rewards.builtin import no_commas
+
         self.calls = calls
-        self.__name__ = "no_commas"
+        self.reward = reward or no_commas
+        self.__name__ = self.reward.__name__
 
     def __call__(self, prompts, completions, **kwargs):
         self.calls -= 1
         if self.calls < 0:
             raise KeyboardInterrupt
-        from uniapl.rewards.builtin import no_commas
-
-        return no_commas(prompts, completions)
+        return self.reward(prompts, completions, **kwargs)
 
 
 def final_state(run: Path) -> dict:

@@ -7,6 +7,7 @@ are the pure functions of uniapl.algorithms.discriminator.
 
 from __future__ import annotations
 
+import copy
 from typing import Callable
 
 import torch
@@ -71,12 +72,20 @@ class HeadDiscriminator(Discriminator):
 class ModelDiscriminator(Discriminator):
     """Inputs: (input_ids, attention_mask) of prompt + response; a scalar-head sequence classifier."""
 
-    def __init__(self, name_or_path: str, pad_token_id: int, config: DiscriminatorConfig, device):
+    def __init__(self, start, pad_token_id: int, config: DiscriminatorConfig, device):
+        """`start`: a name or folder to load the classifier from, or a causal LM (the start policy) whose body it
+        copies, under a new scalar head."""
         from transformers import AutoModelForSequenceClassification
 
         from uniapl.models import resolve_model_path
 
-        module = AutoModelForSequenceClassification.from_pretrained(resolve_model_path(name_or_path), num_labels=1)
+        if isinstance(start, str):
+            module = AutoModelForSequenceClassification.from_pretrained(resolve_model_path(start), num_labels=1)
+        else:
+            model_config = copy.deepcopy(start.config)
+            model_config.num_labels = 1
+            module = AutoModelForSequenceClassification.from_config(model_config).float()
+            module.base_model.load_state_dict(start.base_model.state_dict())
         module.config.pad_token_id = pad_token_id
         super().__init__(module.to(device), config)
 

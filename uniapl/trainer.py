@@ -132,9 +132,11 @@ class UniAPLTrainer:
         self.output_dir = Path(cfg.training.output_dir)
         self.checkpoint_dir = self.output_dir / "checkpoints"
         self._model_arg = model
-        self.start_model_name = model if isinstance(model, str) else cfg.model.name
-        self.tokenizer = processing_class or load_tokenizer(self.start_model_name)
+        # where the policy loads from; None when `model` is a model object, which is the policy itself
+        self.start_model_name = model if isinstance(model, str) else (cfg.model.name if model is None else None)
+        self.tokenizer = processing_class or self._tokenizer_of_start_model()
         self.pad_id = self.tokenizer.pad_token_id
+        self.ref_model = None
 
         self.prompts, self.demos = self._load_data(train_dataset, expert_dataset)
         self.rewards = self._load_rewards(reward_funcs)
@@ -154,6 +156,16 @@ class UniAPLTrainer:
         self.c_ema: float | None = None
 
     # ---- setup ------------------------------------------------------------------------------------
+
+    def _tokenizer_of_start_model(self):
+        """The tokenizer of the start model: its name's, or a model object's name_or_path folder's."""
+        if self.start_model_name is not None:
+            return load_tokenizer(self.start_model_name)
+        folder = getattr(self._model_arg, "name_or_path", "")
+        if not folder or not Path(folder).is_dir():
+            raise UniaplError(f"processing_class: the model object's name_or_path ({folder!r}) is not a local folder to load "
+                              f"its tokenizer from; pass UniAPLTrainer(..., processing_class=tokenizer)")
+        return load_tokenizer(folder)
 
     def _load_data(self, train_dataset, expert_dataset) -> tuple[list[Example], list[Demonstration]]:
         cfg = self.config
@@ -216,18 +228,18 @@ class UniAPLTrainer:
         return [WeightedReward(r.name.split(".")[-1].split(":")[-1], resolve_reward(r.name), r.weight) for r in self.config.rewards]
 
     def _build_models(self, start_from: str | None) -> None:
-        """Policy (fp32 master weights, or bf16 base + LoRA), a bf16 rollout copy, and the optional ref model."""
+        """Policy (fp32 master weights, or bf16 base + LoRA), a bf16 rollout copy, and the discriminator."""
         cfg = self.config.model
-        name = self.start_model_name
         lora = cfg.lora.enabled
         # LoRA trains fp32 adapters on a frozen base, so the base may stay in bf16 where training is bf16
         load_dtype = "bf16" if (self.train_in_bf16 and lora) else "fp32"
         if start_from and not lora:
             policy = load_model(start_from, load_dtype)
-        elif self._model_arg is not None and not isinstance(self._model_arg, str):
+        elif self.start_model_name is None:
             policy = self._model_arg if lora else self._model_arg.float()
         else:
-            policy = load_model(name, load_dtype)
+            policy = load_model(self.start_model_name, load_dtype)
+        self.discriminator = self._build_discriminator(policy)  # before LoRA adds its layers to the policy's modules
         if lora:
             from peft import LoraConfig, PeftModel, get_peft_model
 
@@ -255,17 +267,35 @@ class UniAPLTrainer:
             self.rollout_model = copy.deepcopy(self.policy).to(torch.bfloat16)
             self.rollout_model.config.use_cache = True
             self.rollout_model.requires_grad_(False)
-        self.ref_model = None
-        if self.config.algorithm.beta_kl > 0:
-            self.ref_model = load_model(name, "fp32").to(self.accelerator.device).eval().requires_grad_(False)
-        self.discriminator: Discriminator | None = None
-        if any(self.config.components(stage).use_adversarial for stage, _ in self.config.stages()):
-            d = self.config.algorithm.discriminator
-            if d.kind == "head":
-                hidden = self._unwrapped().config.get_text_config().hidden_size
-                self.discriminator = HeadDiscriminator(hidden, d, self.accelerator.device)
-            else:
-                self.discriminator = ModelDiscriminator(d.model or name, self.pad_id, d, self.accelerator.device)
+
+    def _build_discriminator(self, policy) -> Discriminator | None:
+        """The discriminator, when a stage uses it. A `model` one starts from discriminator.model, or else from
+        the policy's start weights (a model object passed to the trainer included)."""
+        if not any(self.config.components(stage).use_adversarial for stage, _ in self.config.stages()):
+            return None
+        d = self.config.algorithm.discriminator
+        if d.kind == "head":
+            return HeadDiscriminator(policy.config.get_text_config().hidden_size, d, self.accelerator.device)
+        return ModelDiscriminator(d.model or policy, self.pad_id, d, self.accelerator.device)
+
+    def _reference_model(self, stage_index: int, comps: Components, resumed: bool):
+        """pi_ref for the KL term: a frozen copy of the policy as this stage started, or None without a KL term.
+        A resumed stage reloads its start: the previous stage's saved model, or the start model."""
+        if self.config.algorithm.beta_kl == 0 or not comps.use_rl:
+            return None
+        lora = self.config.model.lora.enabled
+        if not resumed:
+            start = copy.deepcopy(self._unwrapped())
+            start = start.merge_and_unload() if lora else start
+        elif stage_index > 0:
+            start = load_model(str(self._stage_folder(stage_index - 1)), "fp32")
+        elif lora:
+            start = copy.deepcopy(self._unwrapped()).unload()  # the frozen base, without the adapters
+        elif self.start_model_name is None:
+            start = copy.deepcopy(self._model_arg)  # a resumed policy is loaded from the checkpoint, not into the object
+        else:
+            start = load_model(self.start_model_name, "fp32")
+        return start.float().to(self.accelerator.device).eval().requires_grad_(False)
 
     def _raw_optimizer(self) -> torch.optim.Optimizer:
         return getattr(self.optimizer, "optimizer", self.optimizer)
@@ -688,10 +718,12 @@ class UniAPLTrainer:
                 stage, stage_steps = stages[index]
                 comps = cfg.components(stage)
                 self._build_optimizer(stage_steps)
-                if resume_from is not None and index == first_stage:
+                resumed = resume_from is not None and index == first_stage
+                if resumed:
                     self._restore(resume_from)
                 else:
                     self.stage_index, self.stage_step = index, 0
+                self.ref_model = self._reference_model(index, comps, resumed)
                 while self.stage_step < stage_steps:
                     metrics = self._step(comps, stage_steps)
                     self.global_step += 1
@@ -701,13 +733,17 @@ class UniAPLTrainer:
                     if cfg.training.save_steps and self.global_step % cfg.training.save_steps == 0:
                         self.save_checkpoint()
                 if len(stages) > 1 and index < len(stages) - 1:
-                    self._save_model(self.output_dir / "stages" / stage)
+                    self._save_model(self._stage_folder(index))
         finally:
             progress.close()
             logger.close()
         final = self.output_dir / "final"
         self._save_model(final)
         return final
+
+    def _stage_folder(self, stage_index: int) -> Path:
+        """Where a stage's final model is saved: the next stage's start, and its reference model."""
+        return self.output_dir / "stages" / self.config.stages()[stage_index][0]
 
     def _save_model(self, folder: Path) -> None:
         """A plain HF folder that from_pretrained loads as it is (LoRA adapters merged into a copy)."""
