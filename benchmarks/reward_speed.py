@@ -14,7 +14,7 @@ import statistics
 import time
 
 from uniapl.datatools.jsonl import read_jsonl
-from uniapl.ifeval.data import load_ifeval
+from uniapl.ifeval.prompts import load_ifeval
 from uniapl.ifeval.scoring import check_response
 from uniapl.rewards import resolve_reward
 

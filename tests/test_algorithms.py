@@ -12,7 +12,7 @@ import torch
 
 from uniapl.algorithms import advantages as adv_lib
 from uniapl.algorithms import losses
-from uniapl.algorithms.discriminator import accuracy, adversarial_reward, adversarial_weight, discriminator_loss, mean_pool
+from uniapl.algorithms.adversarial import accuracy, adversarial_reward, adversarial_weight, discriminator_loss, mean_pool
 from uniapl.algorithms.dual import dual_ascent, ema, warmup_decay
 from uniapl.algorithms.presets import PRESETS
 

@@ -9,7 +9,7 @@ import pytest
 from uniapl.cli import main
 from uniapl.datatools.build_if import build_if_rows, ifeval_ngrams, unsatisfiable, word_ngrams
 from uniapl.datatools.tasks import TRAIN_YES_NO_FRAMES, HELDOUT_YES_NO_FRAMES, frame_of
-from uniapl.ifeval.data import load_constraint_rows, load_ifeval
+from uniapl.ifeval.prompts import load_constraint_rows, load_ifeval
 from uniapl.ifeval.reference import reference_registry
 
 

@@ -10,8 +10,8 @@ import yaml
 from markdown_tables import cell, table_with
 from synthetic_runs import analysis_result, eval_scores, make_run
 
-from uniapl.analysis import compare as compare_module
-from uniapl.analysis.compare import CompareSettings, compare
+from uniapl import compare as compare_module
+from uniapl.compare import CompareSettings, compare
 from uniapl.cli import main
 from uniapl.errors import UniaplError
 

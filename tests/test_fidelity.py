@@ -94,7 +94,7 @@ def test_grpo_after_sft_starts_from_the_sft_checkpoint_as_its_reference(tiny_ove
 def test_over_long_demonstrations_are_left_out_not_cut(tiny_overrides, monkeypatch):
     """With max_demo_length 9 (tokens with EOS), 4 of the 8 toy demonstrations fit. SFT trains on whole
     demonstrations that end with EOS, never on 'Go to bed at the<|im_end|>'."""
-    import uniapl.trainer as trainer_module
+    import uniapl.train.trainer as trainer_module
     from conftest import TOY_ROWS
 
     trained, pack = [], trainer_module.pack
@@ -169,8 +169,8 @@ def test_rollouts_sample_the_distribution_that_training_scores(tiny_model):
     """A model's own generation_config (Qwen2.5-Instruct ships repetition_penalty 1.05) must not reshape the
     rollout distribution: the sampler's log-probs equal the training forward's."""
     from uniapl.models import load_model_and_tokenizer
-    from uniapl.rollout import SamplingParams, encode_prompts, generate
-    from uniapl.sequences import completion_logprobs
+    from uniapl.train.rollout import SamplingParams, encode_prompts, generate
+    from uniapl.train.sequences import completion_logprobs
 
     model, tokenizer = load_model_and_tokenizer(tiny_model, "fp32")
     with torch.no_grad():

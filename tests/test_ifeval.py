@@ -14,7 +14,7 @@ import pytest
 from uniapl.cli import main
 from uniapl.errors import DataError, UniaplError
 from uniapl.ifeval import run_ifeval, score_responses
-from uniapl.ifeval.data import IFEVAL_SIZE, load_ifeval
+from uniapl.ifeval.prompts import IFEVAL_SIZE, load_ifeval
 from uniapl.ifeval.scoring import CHECK_SEED
 from uniapl.ifeval.runner import RESPONSES_FILE, SCORES_FILE
 
@@ -65,7 +65,7 @@ def test_bad_data_row_names_file_line_and_field(tmp_path):
 
 def _lm_eval_task():
     """lm-eval's own IFEval task, built from its ifeval.yaml, reading the same 541 prompts from disk."""
-    from uniapl.ifeval.data import bundled_ifeval_path
+    from uniapl.ifeval.prompts import bundled_ifeval_path
     from uniapl.ifeval.punkt_data import ensure_punkt_tab
 
     ensure_punkt_tab()

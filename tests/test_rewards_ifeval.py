@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from uniapl.ifeval import score_responses
-from uniapl.ifeval.data import load_ifeval
+from uniapl.ifeval.prompts import load_ifeval
 from uniapl.rewards import resolve_reward
 
 LOWERCASE_NO_COMMA = {

@@ -27,7 +27,7 @@ from uniapl.datatools.teach import (
 )
 from uniapl.errors import UniaplError
 from uniapl.models import resolve_model_path
-from uniapl.rollout import SamplingParams
+from uniapl.train.rollout import SamplingParams
 
 TINY = "tiny-random-smollm2"
 RULES = QualityRules()

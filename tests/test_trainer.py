@@ -56,8 +56,8 @@ def test_metrics_and_tensorboard_are_written(tiny_overrides, tmp_path):
 
 def heldout_nll(model_path: str, rows) -> float:
     from uniapl.models import load_model_and_tokenizer
-    from uniapl.rollout import encode_prompts
-    from uniapl.sequences import completion_logprobs
+    from uniapl.train.rollout import encode_prompts
+    from uniapl.train.sequences import completion_logprobs
 
     model, tok = load_model_and_tokenizer(model_path, "fp32")
     prompts = encode_prompts(tok, [[{"role": "user", "content": p}] for p, _ in rows])
@@ -191,7 +191,7 @@ def test_checkpoint_has_no_pickle_and_survives_a_crashed_save(tiny_overrides, tm
     suffixes = {p.suffix for p in folder.rglob("*") if p.is_file()}
     assert suffixes <= {".safetensors", ".json", ".jinja", ".txt"}, suffixes
 
-    import uniapl.checkpoint as ckpt
+    import uniapl.train.checkpoint as ckpt
 
     def crash(*args, **kwargs):
         raise OSError("disk full")

@@ -19,7 +19,7 @@ from uniapl.analysis.distributions import compare_samples
 from uniapl.analysis.expert_rows import ExpertExample, load_expert_examples
 from uniapl.datatools.jsonl import write_json_atomic, write_jsonl_atomic
 from uniapl.errors import UniaplError
-from uniapl.rollout import SamplingParams, encode_prompts, generate, sequence_seed
+from uniapl.train.rollout import SamplingParams, encode_prompts, generate, sequence_seed
 
 ANALYSIS_JSON = "analysis.json"
 LENGTH_PNG = "length_hist.png"
@@ -69,7 +69,7 @@ def analyze_model(model_name: str, expert_file: str | Path, out_dir: str | Path,
     from uniapl.analysis.plots import overlaid_histogram
     from uniapl.models import load_model_and_tokenizer
     from uniapl.rewards import resolve_reward
-    from uniapl.sequences import completion_logprobs
+    from uniapl.train.sequences import completion_logprobs
     from uniapl.textstats import degeneration_summary
 
     examples = load_expert_examples(expert_file, prompts_file, settings.limit)

@@ -1,4 +1,4 @@
-"""Held-out prompts with expert demonstrations, in any row format `uniapl.data` reads.
+"""Held-out prompts with expert demonstrations, in any row format `uniapl.train.examples` reads.
 
 Rows without a demonstration (unsolved prompts) are left out, because there is nothing to compare.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from uniapl.data import Example, load_examples
+from uniapl.train.examples import Example, load_examples
 from uniapl.errors import DataError
 
 

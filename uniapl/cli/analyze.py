@@ -32,7 +32,7 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from uniapl.analysis.analyze import AnalysisSettings, analyze_model, default_out_dir
     from uniapl.analysis.report import format_number
-    from uniapl.rollout import SamplingParams
+    from uniapl.train.rollout import SamplingParams
 
     settings = AnalysisSettings(
         sampling=SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p),

@@ -39,7 +39,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from uniapl.analysis.compare import CompareSettings, compare
+    from uniapl.compare import CompareSettings, compare
 
     algorithms = tuple(a.strip() for a in args.algorithms.split(",") if a.strip())
     if not algorithms:

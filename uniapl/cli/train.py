@@ -14,7 +14,7 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from uniapl.config import UniAPLConfig
-    from uniapl.trainer import UniAPLTrainer
+    from uniapl.train.trainer import UniAPLTrainer
 
     config = UniAPLConfig.from_yaml(args.config, args.overrides)
     trainer = UniAPLTrainer(args=config)

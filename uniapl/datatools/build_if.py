@@ -180,7 +180,7 @@ def build_if_rows(n: int, seed: int, heldout: int = 0, key_prefix: str = "if",
     yes/no/maybe answer format always gets a yes/no question.
     """
     from uniapl.datatools.tasks import base_task
-    from uniapl.ifeval.data import load_ifeval
+    from uniapl.ifeval.prompts import load_ifeval
     from uniapl.ifeval.reference import reference_registry
 
     if n < 1 or heldout < 0:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from uniapl.ifeval.data import prompt_text
+from uniapl.ifeval.prompts import prompt_text
 from uniapl.ifeval.scoring import follows_instructions
 from uniapl.textstats import is_echo, ngrams, words
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from uniapl.datatools.jsonl import append_jsonl, read_json, read_jsonl, read_resumable_jsonl, write_json_atomic
 from uniapl.errors import UniaplError
-from uniapl.ifeval.data import load_ifeval
+from uniapl.ifeval.prompts import load_ifeval
 from uniapl.ifeval.scoring import score_responses
 
 RESPONSES_FILE = "ifeval_responses.jsonl"
@@ -67,7 +67,7 @@ def _generate_missing(model: str, docs: list[dict], out_dir: Path, batch_size: i
 def _model_responder(model_name: str, dtype: str, max_new_tokens: int):
     """Greedy answers through the chat template, as lm-eval generates for IFEval."""
     from uniapl.models import load_model_and_tokenizer
-    from uniapl.rollout import SamplingParams, encode_prompts, generate
+    from uniapl.train.rollout import SamplingParams, encode_prompts, generate
 
     model, tokenizer = load_model_and_tokenizer(model_name, dtype)
     params = SamplingParams(do_sample=False, max_new_tokens=max_new_tokens)

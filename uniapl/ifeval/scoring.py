@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from uniapl.errors import DataError
-from uniapl.ifeval.data import prompt_text
+from uniapl.ifeval.prompts import prompt_text
 
 METRICS = ("prompt_level_strict_acc", "inst_level_strict_acc", "prompt_level_loose_acc", "inst_level_loose_acc")
 

@@ -24,10 +24,10 @@ from accelerate.utils import set_seed
 
 from uniapl.algorithms import advantages as adv_lib
 from uniapl.algorithms import losses
-from uniapl.algorithms.discriminator import accuracy, adversarial_reward, adversarial_weight, mean_pool
+from uniapl.algorithms.adversarial import accuracy, adversarial_reward, adversarial_weight, mean_pool
 from uniapl.algorithms.dual import dual_ascent, ema, warmup_decay
 from uniapl.algorithms.presets import Components
-from uniapl.checkpoint import (
+from uniapl.train.checkpoint import (
     latest_checkpoint,
     mark_latest,
     optimizer_from_files,
@@ -38,14 +38,14 @@ from uniapl.checkpoint import (
     write_atomically,
 )
 from uniapl.config import UniAPLConfig
-from uniapl.data import Example, examples_from_records, expert_demos, load_examples
-from uniapl.discriminators import Discriminator, HeadDiscriminator, ModelDiscriminator
+from uniapl.train.examples import Example, examples_from_records, expert_demos, load_examples
+from uniapl.train.discriminators import Discriminator, HeadDiscriminator, ModelDiscriminator
 from uniapl.errors import ConfigError, DataError, UniaplError, UniaplWarning
-from uniapl.metrics import MetricsLogger
+from uniapl.train.metrics import MetricsLogger
 from uniapl.models import load_model, load_tokenizer, resolve_dtype, warn_if_bf16_is_emulated
 from uniapl.rewards import WeightedReward, resolve_reward, score
-from uniapl.rollout import Completion, SamplingParams, encode_prompts, generate, sequence_seed
-from uniapl.sequences import entropy, forward_completions, gather_logprobs, pack
+from uniapl.train.rollout import Completion, SamplingParams, encode_prompts, generate, sequence_seed
+from uniapl.train.sequences import entropy, forward_completions, gather_logprobs, pack
 
 
 def _add(sums: dict, **values: float) -> None:

@@ -2,7 +2,7 @@
 
 `head` scores mean-pooled policy hidden states (features the step's forward pass already made);
 `model` is a separate sequence classifier that reads the tokens itself. The loss and the reward
-are the pure functions of uniapl.algorithms.discriminator.
+are the pure functions of uniapl.algorithms.adversarial.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from uniapl.algorithms.discriminator import DiscriminatorHead, accuracy, discriminator_loss
+from uniapl.algorithms.adversarial import DiscriminatorHead, accuracy, discriminator_loss
 from uniapl.config import DiscriminatorConfig
 
 

@@ -13,7 +13,7 @@ from typing import Callable
 from uniapl.analysis.analyze import ANALYSIS_JSON, AnalysisSettings
 from uniapl.analysis.report import EVAL_JSON, write_report
 from uniapl.errors import UniaplError
-from uniapl.rollout import SamplingParams
+from uniapl.train.rollout import SamplingParams
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ def run_config(config_path: str | Path, out: Path, algorithm: str, seed: int, ov
 
 
 def train_run(config) -> None:
-    from uniapl.trainer import UniAPLTrainer
+    from uniapl.train.trainer import UniAPLTrainer
 
     checkpoints = Path(config.training.output_dir) / "checkpoints"
     UniAPLTrainer(args=config).train(resume=checkpoints.is_dir() and any(checkpoints.iterdir()))
