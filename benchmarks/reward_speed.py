@@ -13,7 +13,7 @@ import argparse
 import statistics
 import time
 
-from uniapl.datatools.jsonl import read_jsonl
+from uniapl.io import read_jsonl
 from uniapl.ifeval.prompts import load_ifeval
 from uniapl.ifeval.scoring import check_response
 from uniapl.rewards import resolve_reward

@@ -59,7 +59,7 @@ def test_bad_data_row_names_file_line_and_field(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps({"key": 1, "prompt": "x", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]}) + "\n"
                     + json.dumps({"key": 2, "prompt": "y", "instruction_id_list": ["no:such"], "kwargs": [{}]}) + "\n")
-    with pytest.raises(DataError, match=r"bad.jsonl: row 2: field 'instruction_id_list'"):
+    with pytest.raises(DataError, match=r"bad.jsonl:2: field 'instruction_id_list'"):
         load_ifeval(path)
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from uniapl.cli import main
 from uniapl.datatools.build_if import build_if_rows
-from uniapl.datatools.jsonl import write_jsonl_atomic
+from uniapl.io import write_jsonl_atomic
 from uniapl.datatools.quality import QualityRules, judge, passes, repeated_ngram_rate
 from uniapl.datatools.teach import (
     DROPPED, FAILED, REPAIRED, SAMPLED, EndpointTeacher, LocalTeacher, Refused, Request, Sample, Sampling, TeacherUnavailable,

@@ -13,5 +13,9 @@ class DataError(UniaplError):
     """A data file is missing, empty, or has a row that cannot be used."""
 
 
+class IntegrityError(UniaplError):
+    """A saved file is missing, truncated or changed since it was written (its checksum differs)."""
+
+
 class UniaplWarning(UserWarning):
     """A setting that works but is probably not what the user wants (e.g. emulated bf16)."""

@@ -22,7 +22,7 @@ from pathlib import Path
 from uniapl.analysis.analyze import ANALYSIS_JSON, LENGTH_PNG, LOGPROB_PNG
 from uniapl.analysis.distributions import mean_and_standard_error
 from uniapl.analysis.plots import CurveFigure, CurveLine, Series, curve_figure
-from uniapl.datatools.jsonl import read_jsonl
+from uniapl.io import read_jsonl
 from uniapl.errors import UniaplError
 
 MISSING = "missing"

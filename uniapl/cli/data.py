@@ -35,7 +35,7 @@ def run(args) -> int:
     from collections import Counter
 
     from uniapl.datatools.build_if import build_if_rows
-    from uniapl.datatools.jsonl import write_jsonl_atomic
+    from uniapl.io import write_jsonl_atomic
     from uniapl.errors import UniaplError
 
     if bool(args.heldout) != bool(args.heldout_out):
@@ -54,7 +54,7 @@ def run(args) -> int:
 
 
 def run_attach(args) -> int:
-    from uniapl.datatools.jsonl import write_jsonl_atomic
+    from uniapl.io import write_jsonl_atomic
     from uniapl.datatools.teach import attach_demonstrations
 
     rows, solved = attach_demonstrations(args.prompts, args.demos)

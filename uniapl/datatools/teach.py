@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from itertools import groupby
 from pathlib import Path
 
-from uniapl.datatools.jsonl import append_jsonl, read_jsonl, read_resumable_jsonl, write_json_atomic, write_jsonl_atomic
+from uniapl.io import append_jsonl, read_jsonl, read_resumable_jsonl, write_json_atomic, write_jsonl_atomic
 from uniapl.datatools.quality import FUNNEL, NUMBER_WORDS, QualityRules, judge, passes
 from uniapl.datatools.repair import repair
 from uniapl.errors import UniaplError

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from uniapl.datatools.jsonl import read_jsonl
+from uniapl.io import jsonl_rows
 from uniapl.errors import DataError, UniaplError
 
 IFEVAL_PACKAGE = "eval_framework"
@@ -51,19 +51,18 @@ def validate_constraint_row(row: dict, where: str) -> None:
 
 def load_constraint_rows(path: str | Path) -> list[dict]:
     """Rows with a unique `key`, a prompt, instruction ids and kwargs: IFEval's, or training prompts."""
-    rows = read_jsonl(path)
-    if not rows:
+    numbered = list(jsonl_rows(path))
+    if not numbered:
         raise DataError(f"{path}: no rows")
     seen = set()
-    for line_number, row in enumerate(rows, 1):
-        where = f"{path}: row {line_number}"
+    for where, row in numbered:
         if "key" not in row:
             raise DataError(f"{where}: field 'key' is missing")
         if row["key"] in seen:
             raise DataError(f"{where}: field 'key' repeats the value {row['key']!r}")
         seen.add(row["key"])
         validate_constraint_row(row, where)
-    return rows
+    return [row for _, row in numbered]
 
 
 def load_ifeval(path: str | Path | None = None, limit: int | None = None) -> list[dict]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from uniapl.datatools.jsonl import append_jsonl, read_json, read_jsonl, read_resumable_jsonl, write_json_atomic
+from uniapl.io import append_jsonl, read_json, read_jsonl, read_resumable_jsonl, write_json_atomic
 from uniapl.errors import UniaplError
 from uniapl.ifeval.prompts import load_ifeval
 from uniapl.ifeval.scoring import score_responses

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from uniapl.errors import DataError
+from uniapl.io import jsonl_rows
 
 ROLES = {"system", "user", "assistant", "tool"}
 
@@ -47,6 +48,8 @@ def _check_messages(value, where: str, name: str) -> list:
             raise DataError(f"{where}: field '{name}[{i}]' must be an object with a string 'content'")
         if message.get("role") not in ROLES:
             raise DataError(f"{where}: field '{name}[{i}].role' is {message.get('role')!r}; allowed: {', '.join(sorted(ROLES))}")
+        if not message["content"].strip():
+            raise DataError(f"{where}: field '{name}[{i}].content' is empty")
     return value
 
 
@@ -80,19 +83,7 @@ def parse_row(row: Any, where: str) -> Example:
     return Example(prompt, completion, columns, where)
 
 
-def _jsonl_rows(path: Path) -> Iterable[tuple[Any, str]]:
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                yield json.loads(line), where
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-
-
-def _dataset_rows(path: Path) -> Iterable[tuple[Any, str]]:
+def _dataset_rows(path: Path) -> Iterable[tuple[str, Any]]:
     from datasets import DatasetDict, load_from_disk
 
     try:
@@ -104,7 +95,7 @@ def _dataset_rows(path: Path) -> Iterable[tuple[Any, str]]:
             raise DataError(f"'{path}' holds splits {list(dataset)}; expected a 'train' split")
         dataset = dataset["train"]
     for index, row in enumerate(dataset):
-        yield row, f"{path}[row {index}]"
+        yield f"{path}[row {index}]", row
 
 
 def load_examples(path: str | Path) -> list[Example]:
@@ -112,8 +103,8 @@ def load_examples(path: str | Path) -> list[Example]:
     path = Path(path)
     if not path.exists():
         raise DataError(f"data file '{path}' does not exist")
-    rows = _dataset_rows(path) if path.is_dir() else _jsonl_rows(path)
-    examples = [parse_row(row, where) for row, where in rows]
+    rows = _dataset_rows(path) if path.is_dir() else jsonl_rows(path)
+    examples = [parse_row(row, where) for where, row in rows]
     if not examples:
         raise DataError(f"data file '{path}' has no rows")
     return examples

@@ -1,10 +1,15 @@
-"""Per-step metrics: JSONL (one object per optimizer step), TensorBoard events and a progress bar."""
+"""Per-step metrics: JSONL (one object per optimizer step), TensorBoard events and a progress bar.
+
+Non-finite values are written as what they are (NaN, Infinity, -Infinity, which Python's json and pandas
+read back), never as null: a NaN loss must show in the file.
+"""
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
+
+from uniapl.errors import DataError
+from uniapl.io import append_jsonl, jsonl_rows, repair_last_line, write_jsonl_atomic
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -23,21 +28,26 @@ class MetricsLogger:
             self.writer = SummaryWriter(str(output_dir / "tensorboard"))
 
     def _drop_rows_after(self, step: int) -> None:
-        """A resumed run rewrites the steps after its checkpoint; keep the rows before it, drop the rest."""
+        """A resumed run rewrites the steps after its checkpoint: keep the rows up to it, drop the rest (and a
+        half-written last line, from a kill during an append)."""
         if not self.path.exists():
             return
-        kept = [line for line in self.path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-        self.path.write_text("".join(line + "\n" for line in kept))
+        repair_last_line(self.path)
+        numbered = list(jsonl_rows(self.path))
+        for where, row in numbered:
+            if not isinstance(row.get("step"), int):
+                raise DataError(f"{where}: the row has no integer 'step'; this is not a metrics file uniapl wrote")
+        kept = [row for _, row in numbered if row["step"] <= step]
+        if len(kept) != len(numbered):
+            write_jsonl_atomic(self.path, kept)
 
     def log(self, step: int, metrics: dict) -> None:
         if not self.enabled:
             return
-        row = {"step": step, **{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}}
-        with self.path.open("a") as handle:
-            handle.write(json.dumps(row) + "\n")
+        append_jsonl(self.path, [{"step": step, **metrics}])
         if self.writer is not None:
             for key, value in metrics.items():
-                if isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value)):
+                if isinstance(value, (int, float)):
                     self.writer.add_scalar(key, value, step)
             self.writer.flush()
 
