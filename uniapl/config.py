@@ -8,6 +8,7 @@ means "as the algorithm's preset says"; setting one explicitly overrides the pre
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,7 +18,8 @@ from typing import Any, Literal, Optional
 import yaml
 
 from uniapl.algorithms.presets import PRESETS, STAGED, Components
-from uniapl.errors import ConfigError
+from uniapl.errors import ConfigError, UniaplError
+from uniapl.io import read_text
 
 
 @dataclass
@@ -140,6 +142,9 @@ class TrainingConfig:
     seed: int = 42
     save_steps: int = 0  # 0 = only the final model
     save_total_limit: int = 2
+    # an update whose loss or gradient norm is not finite is skipped (the weights stay finite); this many
+    # skipped in a row stop the run, since the next ones would most likely be skipped too
+    max_consecutive_skipped_updates: int = 3
     tensorboard: bool = True
     progress: bool = True
 
@@ -165,12 +170,9 @@ class UniAPLConfig:
         source = "overrides"
         if path is not None:
             path = Path(path)
-            if not path.is_file():
+            if not path.exists():
                 raise ConfigError(f"config file '{path}' does not exist")
-            try:
-                raw = yaml.safe_load(path.read_text()) or {}
-            except yaml.YAMLError as exc:
-                raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from None
+            raw = load_yaml(path) or {}
             if not isinstance(raw, dict):
                 raise ConfigError(f"config file '{path}' must hold a mapping of sections, got {type(raw).__name__}")
             source = str(path)
@@ -209,6 +211,17 @@ class UniAPLConfig:
                 raise ConfigError(f"{field_name}: {message}")
 
         t, r, a, d = self.training, self.rollout, self.algorithm, self.algorithm.discriminator
+        m, lora, data = self.model, self.model.lora, self.data
+        check(bool(m.name), "model.name", "must name an alias, a local model folder or a hub id")
+        check(lora.r >= 1, "model.lora.r", f"must be >= 1 (the rank of the adapters), got {lora.r}")
+        check(lora.alpha > 0, "model.lora.alpha", f"must be > 0, got {lora.alpha}")
+        check(0 <= lora.dropout < 1, "model.lora.dropout", f"must be in [0, 1), got {lora.dropout}")
+        check(bool(lora.target_modules), "model.lora.target_modules", "must name at least one module, e.g. [q_proj, v_proj]")
+        # prompts keep their last max_prompt_length tokens
+        check(data.max_prompt_length >= 1, "data.max_prompt_length", f"must be >= 1 (prompts keep their last N tokens), got {data.max_prompt_length}")
+        check(data.max_demo_length >= 1, "data.max_demo_length", f"must be >= 1, got {data.max_demo_length}")
+        check(bool(t.output_dir), "training.output_dir", "must name a folder")
+        check(0 <= t.seed < 2**32, "training.seed", f"must be in [0, 2**32 - 1], got {t.seed}")
         check(t.learning_rate > 0, "training.learning_rate", f"must be > 0, got {t.learning_rate}")
         check(t.max_steps > 0, "training.max_steps", f"must be > 0, got {t.max_steps}")
         check(t.prompts_per_step > 0, "training.prompts_per_step", "must be > 0")
@@ -216,9 +229,13 @@ class UniAPLConfig:
         check(t.micro_batch_size is None or t.micro_batch_size > 0, "training.micro_batch_size", "must be > 0, or null for all rows at once")
         check(t.weight_decay >= 0, "training.weight_decay", "must be >= 0")
         check(t.adam_epsilon > 0, "training.adam_epsilon", "must be > 0")
+        for name in ("adam_beta1", "adam_beta2"):
+            check(0 <= getattr(t, name) < 1, f"training.{name}", f"must be in [0, 1), got {getattr(t, name)}")
+        check(t.warmup_steps >= 0, "training.warmup_steps", f"must be >= 0, got {t.warmup_steps}")
         check(t.max_grad_norm > 0, "training.max_grad_norm", "must be > 0")
         check(t.save_steps >= 0, "training.save_steps", "must be >= 0 (0 saves only the final model)")
         check(t.save_total_limit >= 1, "training.save_total_limit", "must be >= 1")
+        check(t.max_consecutive_skipped_updates >= 1, "training.max_consecutive_skipped_updates", "must be >= 1")
         check(r.num_generations >= 1, "rollout.num_generations", "must be >= 1")
         # one rollout per prompt is its own group mean: every advantage is 0 and RL learns nothing (TRL requires 2 too)
         check(r.num_generations >= 2 or not self.runs_rl(), "rollout.num_generations",
@@ -227,6 +244,7 @@ class UniAPLConfig:
         check(r.temperature > 0, "rollout.temperature", "must be > 0")
         check(0 < r.top_p <= 1, "rollout.top_p", "must be in (0, 1]")
         check(r.top_k >= 0, "rollout.top_k", "must be >= 0 (0 = off)")
+        check(r.batch_size is None or r.batch_size >= 1, "rollout.batch_size", "must be >= 1, or null for all rollouts of a step at once")
         check(0 <= a.eps_low < 1, "algorithm.eps_low", "must be in [0, 1)")
         check(a.eps_high >= 0, "algorithm.eps_high", "must be >= 0")
         check(a.num_iterations >= 1, "algorithm.num_iterations", "must be >= 1")
@@ -243,6 +261,7 @@ class UniAPLConfig:
         check(a.alpha_adv_warmup_steps >= 0, "algorithm.alpha_adv_warmup_steps", "must be >= 0")
         check(a.adv_clip > 0, "algorithm.adv_clip", "must be > 0")
         check(a.luffy_gamma > 0, "algorithm.luffy_gamma", "must be > 0")
+        check(d.width >= 1, "algorithm.discriminator.width", f"must be >= 1, got {d.width}")
         check(d.learning_rate > 0, "algorithm.discriminator.learning_rate", "must be > 0")
         check(d.steps_per_update >= 1, "algorithm.discriminator.steps_per_update", "must be >= 1")
         check(d.warmup_steps >= 0, "algorithm.discriminator.warmup_steps", "must be >= 0")
@@ -308,12 +327,41 @@ def _convert(tp, value, name: str, source: str):
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{name}: expected a number, got {value!r} ({source})")
+        if not math.isfinite(value):
+            raise ConfigError(f"{name}: must be a finite number, got {value} ({source})")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{name}: expected a string, got {value!r} ({source})")
         return value
     raise TypeError(f"unsupported config type {tp} for {name}")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping, where plain YAML keeps the last one silently."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    problem=f"the key '{key}' appears twice in one section; keep one", problem_mark=key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(path: Path):
+    """A YAML file's contents; bad bytes, bad syntax or a repeated key are a ConfigError naming the line."""
+    try:
+        return yaml.load(read_text(path), Loader=_UniqueKeyLoader)
+    except UniaplError as exc:
+        raise ConfigError(f"config file {exc}") from None
+    except yaml.MarkedYAMLError as exc:
+        line = f":{exc.problem_mark.line + 1}" if exc.problem_mark else ""
+        raise ConfigError(f"config file {path}{line}: not valid YAML ({exc.problem})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path}: not valid YAML ({exc})") from None
 
 
 def apply_override(raw: dict, override: str) -> None:
