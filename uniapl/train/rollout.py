@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 import torch
 
 from uniapl.errors import UniaplError
+from uniapl.train.kv_cache import kv_cache_for
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,7 @@ def generate(
                 attention_mask=attention_mask,
                 generation_config=gen_config,
                 logits_processor=processors,
+                past_key_values=kv_cache_for(model),
             )
         new_tokens = out[:, width:].tolist()
         step_logprobs = torch.stack(sampler.logprobs, dim=1).tolist() if sampler else None
