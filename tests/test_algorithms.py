@@ -332,3 +332,23 @@ def test_preset(name, rl, sft, lambda_mode, adversarial, expert_in_group):
     if sft:  # lambda is not used without the SFT term
         assert preset.lambda_mode == lambda_mode
 
+
+
+def test_growing_kv_cache_decodes_exactly_like_transformers_default(tiny_model):
+    """The in-place cache (no per-step concatenation) gives token-for-token the same greedy output."""
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    from uniapl.train.kv_cache import GrowingCache
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    ids = torch.randint(5, 500, (3, 7), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[0, :3] = 0  # a left-padded row
+    config = GenerationConfig(max_new_tokens=80, min_new_tokens=80, do_sample=False, pad_token_id=0, eos_token_id=None)
+    cache = GrowingCache()
+    grown = model.generate(input_ids=ids, attention_mask=mask, generation_config=config, past_key_values=cache)
+    assert torch.equal(grown, model.generate(input_ids=ids, attention_mask=mask, generation_config=config))
+    assert cache.layers[0]._key_buffer.shape[-2] == 128  # grew by doubling past its first 64 slots
+    cache.batch_select_indices(torch.tensor([2, 0]))
+    cache.crop(-5)
+    assert cache.layers[0].keys.shape == (2, cache.layers[0].keys.shape[1], 7 + 80 - 1 - 5, cache.layers[0].keys.shape[-1])
