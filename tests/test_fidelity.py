@@ -94,11 +94,11 @@ def test_grpo_after_sft_starts_from_the_sft_checkpoint_as_its_reference(tiny_ove
 def test_over_long_demonstrations_are_left_out_not_cut(tiny_overrides, monkeypatch):
     """With max_demo_length 9 (tokens with EOS), 4 of the 8 toy demonstrations fit. SFT trains on whole
     demonstrations that end with EOS, never on 'Go to bed at the<|im_end|>'."""
-    import uniapl.train.trainer as trainer_module
+    import uniapl.train.step as step_module
     from conftest import TOY_ROWS
 
-    trained, pack = [], trainer_module.pack
-    monkeypatch.setattr(trainer_module, "pack", lambda prompts, completions, pad: trained.extend(completions) or pack(prompts, completions, pad))
+    trained, pack = [], step_module.pack
+    monkeypatch.setattr(step_module, "pack", lambda prompts, completions, pad: trained.extend(completions) or pack(prompts, completions, pad))
     config = UniAPLConfig.from_yaml(None, tiny_overrides + ["algorithm.name=sft", "data.max_demo_length=9", "training.max_steps=4"])
     with pytest.warns(UniaplWarning, match="max_demo_length=9: 4 of 8 expert demonstrations are longer"):
         trainer = UniAPLTrainer(args=config)

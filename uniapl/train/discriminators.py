@@ -1,23 +1,49 @@
-"""The two discriminator kinds behind one interface: `logits(inputs)` and `update(expert, policy)`.
+"""The discriminator kinds behind one interface: `inputs(layout, pooled)`, `logits(inputs)` and `update(inputs)`.
 
 `head` scores mean-pooled policy hidden states (features the step's forward pass already made);
-`model` is a separate sequence classifier that reads the tokens itself. The loss and the reward
-are the pure functions of uniapl.algorithms.adversarial.
+`model` is a separate sequence classifier that reads the tokens itself; `NullDiscriminator` stands in
+where a stage has no adversarial reward. The loss and the reward are the pure functions of
+uniapl.algorithms.adversarial.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 
 from uniapl.algorithms.adversarial import DiscriminatorHead, accuracy, discriminator_loss
 from uniapl.config import DiscriminatorConfig
+from uniapl.train import metric_names as M
+
+
+@dataclass
+class DiscriminatorInputs:
+    """What the discriminator reads of the step's expert rows (demonstrations, LUFFY's members) and policy rows."""
+
+    expert: Any
+    policy: Any
+
+
+class NullDiscriminator:
+    """No adversarial reward in this stage: nothing to read, score or train."""
+
+    module = None
+    needs_pooled = False
+
+    def inputs(self, layout, pooled) -> None:
+        return None
+
+    def update(self, inputs) -> dict:
+        return {}
 
 
 class Discriminator:
     """Trains `module` to score expert inputs high and policy inputs low."""
+
+    needs_pooled = False  # whether it reads the pooled hidden states of the step's first pass
 
     def __init__(self, module: torch.nn.Module, config: DiscriminatorConfig):
         self.module = module
@@ -34,14 +60,18 @@ class Discriminator:
         self.module.eval()
         return self._forward(inputs).float()
 
-    def update(self, expert_inputs, policy_inputs) -> dict:
+    def inputs(self, layout, pooled) -> DiscriminatorInputs:
+        raise NotImplementedError
+
+    def update(self, inputs: DiscriminatorInputs) -> dict:
         """n_disc steps; skipped while accuracy is above the cap, so the policy keeps a usable signal."""
-        stats = {"disc/loss": float("nan"), "disc/skipped": 0.0}
+        expert_inputs, policy_inputs = inputs.expert, inputs.policy
+        stats = {M.DISC_LOSS: float("nan"), M.DISC_SKIPPED: 0.0}
         cap = self.config.max_accuracy
         if cap is not None:
             acc_expert, acc_policy = accuracy(self.logits(expert_inputs), self.logits(policy_inputs))
             if (acc_expert + acc_policy) / 2 > cap:
-                stats["disc/skipped"] = 1.0
+                stats[M.DISC_SKIPPED] = 1.0
                 return stats
         self.module.train()
         for _ in range(self.config.steps_per_update):
@@ -55,15 +85,20 @@ class Discriminator:
                     if p.grad is not None:
                         p.grad = self.average_gradients(p.grad)
             self.optimizer.step()
-            stats["disc/loss"] = loss.item()
+            stats[M.DISC_LOSS] = loss.item()
         return stats
 
 
 class HeadDiscriminator(Discriminator):
     """Inputs: [N, H] pooled hidden states, detached from the policy."""
 
+    needs_pooled = True
+
     def __init__(self, hidden_size: int, config: DiscriminatorConfig, device):
         super().__init__(DiscriminatorHead(hidden_size, config.width).to(device), config)
+
+    def inputs(self, layout, pooled: torch.Tensor) -> DiscriminatorInputs:
+        return DiscriminatorInputs(pooled[layout.expert], pooled[layout.on_policy])
 
     def _forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.module(features)
@@ -77,10 +112,10 @@ class ModelDiscriminator(Discriminator):
         copies, under a new scalar head."""
         from transformers import AutoModelForSequenceClassification
 
-        from uniapl.models import resolve_model_path
+        from uniapl.models import load_pretrained
 
         if isinstance(start, str):
-            module = AutoModelForSequenceClassification.from_pretrained(resolve_model_path(start), num_labels=1)
+            module = load_pretrained(AutoModelForSequenceClassification, start, num_labels=1)
         else:
             model_config = copy.deepcopy(start.config)
             model_config.num_labels = 1
@@ -88,6 +123,11 @@ class ModelDiscriminator(Discriminator):
             module.base_model.load_state_dict(start.base_model.state_dict())
         module.config.pad_token_id = pad_token_id
         super().__init__(module.to(device), config)
+
+    def inputs(self, layout, pooled) -> DiscriminatorInputs:
+        batch = layout.batch
+        pick = lambda rows: (batch.input_ids[rows], batch.attention_mask[rows])  # noqa: E731
+        return DiscriminatorInputs(pick(layout.expert), pick(layout.on_policy))
 
     def _forward(self, inputs) -> torch.Tensor:
         input_ids, attention_mask = inputs

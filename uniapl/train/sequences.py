@@ -12,6 +12,8 @@ from typing import Sequence
 
 import torch
 
+from uniapl.algorithms.adversarial import mean_pool
+
 
 @dataclass
 class SequenceBatch:
@@ -70,6 +72,26 @@ def forward_completions(model, batch: SequenceBatch, return_hidden: bool = False
     hidden = out.hidden_states[-1][:, batch.prompt_width :] if return_hidden else None
     # logit at column j predicts token j + 1; the last kept column predicts nothing
     return ForwardOutput(logits=out.logits[:, :-1], hidden=hidden)
+
+
+@dataclass
+class TokenScores:
+    """What one pass gives each completion token: its log-prob (in the graph when gradients are on) and the
+    policy's entropy there (detached), and the rows' pooled hidden states when asked for."""
+
+    logp: torch.Tensor  # [B, C]
+    entropy: torch.Tensor  # [B, C]
+    pooled: torch.Tensor | None  # [B, H]
+
+
+def score_tokens(model, batch: SequenceBatch, temperatures: torch.Tensor, pool: bool = False) -> TokenScores:
+    """Log-probs and entropies of every row's completion tokens, each row at its temperature."""
+    out = forward_completions(model, batch, return_hidden=pool)
+    logits = out.logits / temperatures.to(out.logits.dtype)[:, None, None]
+    with torch.no_grad():
+        token_entropy = entropy(logits)
+    pooled = mean_pool(out.hidden.detach(), batch.completion_mask) if pool else None
+    return TokenScores(gather_logprobs(logits, batch.completion_ids), token_entropy, pooled)
 
 
 def gather_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

@@ -1,8 +1,8 @@
 """The one trainer. Every algorithm (SFT, GRPO, CHORD, LUFFY, UniAPL and its ablations) is a setting of
 the objective L = L_GRPO + lambda * L_SFT + beta_kl * KL, with the adversarial reward in L_GRPO's
-advantages; CHORD mixes the terms as (1 - mu) * (L_GRPO + beta_kl * KL) + mu * L_SFT. A step: generate -> score
--> forward pass over the mixed batch (in micro-batches, if set) -> discriminator reward -> advantages ->
-loss -> backward -> update -> dual step -> discriminator update.
+advantages; CHORD mixes the terms as (1 - mu) * (L_GRPO + beta_kl * KL) + mu * L_SFT. A step runs in phases
+(`_step`): rows (generate, score, demonstrations) -> batch layout -> first pass -> advantages -> micro-batch
+backward -> optimizer -> dual step -> discriminator. The phases' parts are in uniapl.train.step.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 import math
 import time
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -24,7 +25,7 @@ from accelerate.utils import set_seed
 
 from uniapl.algorithms import advantages as adv_lib
 from uniapl.algorithms import losses
-from uniapl.algorithms.adversarial import accuracy, adversarial_reward, adversarial_weight, mean_pool
+from uniapl.algorithms.adversarial import accuracy, adversarial_reward, adversarial_weight
 from uniapl.algorithms.dual import dual_ascent, ema, warmup_decay
 from uniapl.algorithms.presets import Components
 from uniapl.train.checkpoint import (
@@ -39,39 +40,34 @@ from uniapl.train.checkpoint import (
 )
 from uniapl.config import UniAPLConfig
 from uniapl.train.examples import Example, examples_from_records, expert_demos, load_examples
-from uniapl.train.discriminators import Discriminator, HeadDiscriminator, ModelDiscriminator
+from uniapl.train import metric_names as M
+from uniapl.train.discriminators import (
+    Discriminator,
+    DiscriminatorInputs,
+    HeadDiscriminator,
+    ModelDiscriminator,
+    NullDiscriminator,
+)
 from uniapl.errors import ConfigError, DataError, UniaplError, UniaplWarning
 from uniapl.train.metrics import MetricsLogger
 from uniapl.models import load_model, load_tokenizer, resolve_dtype, warn_if_bf16_is_emulated
 from uniapl.rewards import WeightedReward, resolve_reward, score
 from uniapl.train.rollout import Completion, SamplingParams, encode_prompts, generate, sequence_seed
-from uniapl.train.sequences import entropy, forward_completions, gather_logprobs, pack
-
-
-def _add(sums: dict, **values: float) -> None:
-    for key, value in values.items():
-        sums[key] = sums.get(key, 0.0) + value
-
-
-@dataclass
-class RowLayout:
-    """Which rows of the mixed batch are what, and the step's global counts that normalize every loss share."""
-
-    rl: torch.Tensor  # [rows] bool: rollouts and LUFFY's expert members
-    on_policy: torch.Tensor  # [rows] bool: rollouts
-    demo: torch.Tensor  # [rows] bool: SFT demonstrations
-    mask: torch.Tensor  # [rows, C] completion mask
-    n_rl_tokens: float
-    n_rl_seqs: float
-    n_demo_tokens: float
-
-
-@dataclass
-class TermWeights:
-    """The weights of the step's loss terms: L = rl * L_RL + sft * L_SFT."""
-
-    rl: float
-    sft: float  # lambda, or CHORD's mu
+from uniapl.train.sequences import score_tokens
+from uniapl.train.step import (
+    DEMO,
+    EXPERT_MEMBER,
+    ROLLOUT,
+    BatchLayout,
+    ExpertMember,
+    FirstPass,
+    GroupMember,
+    StepLoss,
+    StepRows,
+    TermWeights,
+    TrainRow,
+    timed,
+)
 
 
 @dataclass
@@ -81,15 +77,6 @@ class Demonstration:
 
     example: Example
     completion_ids: list[int]
-
-
-@dataclass
-class TrainRow:
-    """One row of the mixed batch."""
-
-    prompt_ids: list[int]
-    completion_ids: list[int]
-    kind: str  # "rollout" (on-policy), "expert_member" (LUFFY, off-policy in a group), "demo" (SFT)
 
 
 def _cursor_indices(n_items: int, cursor: int, count: int, seed: int) -> list[int]:
@@ -268,11 +255,11 @@ class UniAPLTrainer:
             self.rollout_model.config.use_cache = True
             self.rollout_model.requires_grad_(False)
 
-    def _build_discriminator(self, policy) -> Discriminator | None:
+    def _build_discriminator(self, policy) -> Discriminator | NullDiscriminator:
         """The discriminator, when a stage uses it. A `model` one starts from discriminator.model, or else from
         the policy's start weights (a model object passed to the trainer included)."""
         if not any(self.config.components(stage).use_adversarial for stage, _ in self.config.stages()):
-            return None
+            return NullDiscriminator()
         d = self.config.algorithm.discriminator
         if d.kind == "head":
             return HeadDiscriminator(policy.config.get_text_config().hidden_size, d, self.accelerator.device)
@@ -325,7 +312,7 @@ class UniAPLTrainer:
 
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         self.policy, self.optimizer = self.accelerator.prepare(self._unwrapped(), optimizer)
-        if self.discriminator is not None and self.accelerator.num_processes > 1:
+        if self.discriminator.module is not None and self.accelerator.num_processes > 1:
             self.discriminator.average_gradients = lambda grad: self.accelerator.reduce(grad, reduction="mean")
 
     # ---- data ------------------------------------------------------------------------------------
@@ -346,7 +333,105 @@ class UniAPLTrainer:
     def _prompt_ids(self, examples: list[Example]) -> list[list[int]]:
         return encode_prompts(self.tokenizer, [e.prompt for e in examples], self.config.data.max_prompt_length)
 
-    # ---- one step --------------------------------------------------------------------------------
+    # ---- one step: rows -> batch layout -> first pass -> advantages -> micro-batch backward -> optimizer
+    #      -> dual step -> discriminator ---------------------------------------------------------------
+
+    def _step(self, comps: Components, stage_steps: int) -> dict:
+        metrics: dict[str, float] = {M.TIME_GENERATION: 0.0, M.TIME_SCORING: 0.0, M.TIME_FIRST_PASS: 0.0}
+        start = time.perf_counter()
+        member = self._group_member(comps)
+        discriminator = self.discriminator if comps.use_adversarial else NullDiscriminator()
+        rows = self._rows(comps, member, metrics)
+        layout = BatchLayout.build(rows.rows, self.pad_id, self.accelerator.device, self.config.rollout.temperature,
+                                   self.config.training.micro_batch_size, self._global_sum)
+        with timed(metrics, M.TIME_FIRST_PASS):
+            first = self._first_pass(comps, layout, discriminator)
+        loss = self._step_loss(comps, member, stage_steps)
+        metrics[M.LR] = self.scheduler.get_last_lr()[0]  # the rate of this step's first update
+        disc_inputs = self._backward_and_update(comps, rows, layout, first, loss, member, discriminator, metrics)
+        self._dual_step(comps, loss.weights, metrics)
+        if comps.use_rl:
+            metrics.update(discriminator.update(disc_inputs))
+        total = time.perf_counter() - start
+        metrics.update({
+            M.TIME_TRAINING: metrics[M.TIME_FIRST_PASS] + metrics[M.TIME_BACKWARD] + metrics[M.TIME_OPTIMIZER],
+            M.TIME_STEP: total,
+            M.TOKENS_PER_S: self._global_sum(rows.n_generated) / total if rows.n_generated else 0.0,
+            M.PROCESSES: self.accelerator.num_processes,
+        })
+        return metrics
+
+    def _group_member(self, comps: Components) -> GroupMember:
+        if not comps.expert_in_group:
+            return GroupMember()
+        return ExpertMember({d.example.prompt_key(): d.completion_ids for d in self.demos}, self.config.algorithm.luffy_gamma)
+
+    def _rows(self, comps: Components, member: GroupMember, metrics: dict) -> StepRows:
+        """Rollouts and their task rewards (RL), then the step's demonstrations (for SFT and the discriminator)."""
+        rows = self._rollout_rows(member, metrics) if comps.use_rl else StepRows([], torch.zeros(0), 0)
+        if comps.use_sft or comps.use_adversarial:
+            demos, _ = self._next_batch(self.demos, "demo_cursor", self.config.training.demos_per_step, salt=2)
+            for ids, demo in zip(self._prompt_ids([d.example for d in demos]), demos):
+                rows.rows.append(TrainRow(ids, demo.completion_ids, DEMO))
+        return rows
+
+    def _rollout_rows(self, member: GroupMember, metrics: dict) -> StepRows:
+        """G rollouts per prompt, each group followed by its expert member under LUFFY, and their task rewards."""
+        cfg, r = self.config, self.config.rollout
+        with timed(metrics, M.TIME_GENERATION):
+            prompts, first = self._next_batch(self.prompts, "prompt_cursor", cfg.training.prompts_per_step, salt=1)
+            prompt_ids = self._prompt_ids(prompts)
+            repeated = [ids for ids in prompt_ids for _ in range(r.num_generations)]
+            seeds = [sequence_seed(cfg.training.seed, self.global_step, first * r.num_generations + i) for i in range(len(repeated))]
+            params = SamplingParams(r.max_new_tokens, r.temperature, r.top_p, r.top_k, do_sample=True)
+            completions = generate(self.rollout_model, self.tokenizer, repeated, params, seeds, r.batch_size)
+
+        with timed(metrics, M.TIME_SCORING):
+            members = member.member_ids([p.prompt_key() for p in prompts])
+            scored_examples = [e for e in prompts for _ in range(r.num_generations)] + [p for p in prompts for _ in range(member.size)]
+            member_completions = [Completion(ids, self.tokenizer.decode(ids, skip_special_tokens=True), False) for ids in members]
+            flat_rewards, per_function = self._score(scored_examples, list(completions) + member_completions)
+
+        n, groups = len(completions), len(prompts)
+        task_rewards = torch.cat([flat_rewards[:n].view(groups, r.num_generations), flat_rewards[n:].view(groups, member.size)], dim=1)
+        rows = []
+        for g, ids in enumerate(prompt_ids):
+            rows += [TrainRow(ids, c.completion_ids, ROLLOUT) for c in completions[g * r.num_generations : (g + 1) * r.num_generations]]
+            rows += [TrainRow(ids, m, EXPERT_MEMBER) for m in members[g * member.size : (g + 1) * member.size]]
+
+        all_rewards = self.accelerator.gather(flat_rewards[:n].to(self.accelerator.device))
+        metrics[M.REWARD_MEAN] = all_rewards.mean().item()
+        metrics[M.REWARD_STD] = all_rewards.std().item() if len(all_rewards) > 1 else 0.0
+        for name, values in per_function.items():
+            valid = [v for v in values[:n] if v is not None]
+            if valid:
+                metrics[M.reward_of(name)] = float(np.mean(valid))
+        lengths = [len(c.completion_ids) for c in completions]
+        metrics.update({M.LENGTH_MEAN: float(np.mean(lengths)), M.LENGTH_MIN: float(min(lengths)), M.LENGTH_MAX: float(max(lengths)),
+                        M.TRUNCATED_FRAC: float(np.mean([c.truncated for c in completions]))})
+        return StepRows(rows, task_rewards.reshape(-1), sum(lengths))
+
+    @torch.no_grad()
+    def _first_pass(self, comps: Components, layout: BatchLayout, discriminator) -> FirstPass:
+        """The no-grad passes: the reference model's log-probs, and the policy's over every row when the adversarial
+        reward needs all rows' pooled features before any loss while the rows take several passes. Otherwise the
+        first iteration's own passes fill in the first pass, so no row is forwarded twice."""
+        ref_logp = None
+        if self.ref_model is not None and comps.use_rl:
+            ref_logp = torch.cat([score_tokens(self.ref_model, layout.batch.select(idx), layout.temperatures[idx]).logp
+                                  for idx in layout.micro_batches])
+        first = FirstPass(layout, ref_logp)
+        if discriminator.needs_pooled and len(layout.micro_batches) > 1:
+            self.policy.train()
+            for idx in layout.micro_batches:
+                with self.accelerator.autocast():
+                    first.record(idx, score_tokens(self.policy, layout.batch.select(idx), layout.temperatures[idx], pool=True))
+        return first
+
+    def _step_loss(self, comps: Components, member: GroupMember, stage_steps: int) -> StepLoss:
+        r, d = self.config.rollout, self.config.data
+        return StepLoss(self.config.algorithm, comps.use_rl, comps.use_sft, member, member.max_rl_length(r.max_new_tokens, d.max_demo_length),
+                        self._term_weights(comps, stage_steps), self.accelerator.num_processes)
 
     def _term_weights(self, comps: Components, stage_steps: int) -> TermWeights:
         """L_RL + lambda * L_SFT; CHORD's schedule mixes the two terms instead: (1 - mu) * L_RL + mu * L_SFT.
@@ -361,10 +446,78 @@ class UniAPLTrainer:
             return TermWeights(rl=1.0 - mu, sft=mu)
         return TermWeights(rl=1.0, sft=a.lambda_fixed)
 
-    def _max_rl_length(self, comps: Components) -> int:
-        """The constant of Dr. GRPO's normalizer: the longest any RL row can be."""
-        r, d = self.config.rollout, self.config.data
-        return max(r.max_new_tokens, d.max_demo_length) if comps.expert_in_group else r.max_new_tokens
+    def _backward_and_update(self, comps: Components, rows: StepRows, layout: BatchLayout, first: FirstPass, loss: StepLoss,
+                             member: GroupMember, discriminator, metrics: dict) -> DiscriminatorInputs | None:
+        """`num_iterations` optimizer updates on the batch, each over all micro-batches. The advantages come once the
+        first pass knows what they need: at the first micro-batch, whose own pass may be the one that tells."""
+        advantages, disc_inputs = None, None
+        metrics[M.TIME_BACKWARD] = metrics[M.TIME_OPTIMIZER] = 0.0
+        for iteration in range(self.config.algorithm.num_iterations):
+            sums: Counter = Counter()
+            with timed(metrics, M.TIME_BACKWARD):
+                for number, idx in enumerate(layout.micro_batches):
+                    # processes average their gradients once per update, at the last micro-batch's backward
+                    logp = self._policy_pass(layout, first, idx, pool=discriminator.needs_pooled,
+                                             sync=number == len(layout.micro_batches) - 1)
+                    if advantages is None:
+                        disc_inputs = discriminator.inputs(layout, first.pooled)
+                        advantages = self._advantages(comps, rows, layout, member, discriminator, disc_inputs, metrics)
+                    self.accelerator.backward(loss(layout, first, idx, logp, advantages, sums))
+            if iteration == 0:
+                metrics.update(first.metrics(self._global_sum))
+            metrics.update(loss.metrics(layout, sums, with_kl=first.ref_logp is not None))
+            with timed(metrics, M.TIME_OPTIMIZER):
+                self._optimizer_step(metrics)
+        with timed(metrics, M.TIME_OPTIMIZER):
+            self._sync_rollout_model()
+        return disc_inputs
+
+    def _policy_pass(self, layout: BatchLayout, first: FirstPass, idx: torch.Tensor, pool: bool, sync: bool) -> torch.Tensor:
+        """One micro-batch's forward with gradients: its token log-probs. The first iteration's passes record
+        what the first pass has not."""
+        self.policy.train()
+        with self.accelerator.autocast(), contextlib.nullcontext() if sync else self.accelerator.no_sync(self.policy):
+            scores = score_tokens(self.policy, layout.batch.select(idx), layout.temperatures[idx], pool=pool and not first.complete)
+        first.record(idx, scores)
+        return scores.logp
+
+    def _advantages(self, comps: Components, rows: StepRows, layout: BatchLayout, member: GroupMember, discriminator,
+                    disc_inputs: DiscriminatorInputs | None, metrics: dict) -> torch.Tensor:
+        """Per-row advantages, 0 on demonstrations: group-relative advantages of r + alpha_adv * r_adv."""
+        a, r, device = self.config.algorithm, self.config.rollout, self.accelerator.device
+        advantages = torch.zeros(len(layout.rl), device=device)
+        if not comps.use_rl:
+            return advantages
+        adv_rewards, alpha = torch.zeros_like(rows.task_rewards), 0.0
+        if disc_inputs is not None:
+            expert_logits, policy_logits = discriminator.logits(disc_inputs.expert), discriminator.logits(disc_inputs.policy)
+            metrics[M.DISC_ACC_EXPERT], metrics[M.DISC_ACC_POLICY] = accuracy(expert_logits, policy_logits)
+            rollout_adv = adversarial_reward(policy_logits, a.adv_clip).cpu()
+            metrics[M.ADV_REWARD_MEAN] = rollout_adv.mean().item()
+            adv_rewards = member.adversarial_rewards(rollout_adv, adversarial_reward(expert_logits, a.adv_clip).cpu(), r.num_generations)
+            alpha = adversarial_weight(self.stage_step, a.alpha_adv, a.discriminator.warmup_steps, a.alpha_adv_warmup_steps)
+            metrics[M.ADV_ALPHA] = alpha
+        method = "grpo" if a.advantage == "grpo" else "dr_grpo"
+        advantages[layout.rl] = adv_lib.combined_advantages(rows.task_rewards, adv_rewards, alpha, r.num_generations + member.size,
+                                                            method, a.normalize_rewards_separately).to(device)
+        return advantages
+
+    def _optimizer_step(self, metrics: dict) -> None:
+        if self.accelerator.sync_gradients:
+            metrics[M.GRAD_NORM] = float(self.accelerator.clip_grad_norm_(self.policy.parameters(), self.config.training.max_grad_norm))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _dual_step(self, comps: Components, weights: TermWeights, metrics: dict) -> None:
+        """lambda's dual ascent on the step's detached constraint value C_batch (learned lambda)."""
+        if not comps.use_sft:
+            return
+        a = self.config.algorithm
+        metrics[M.LAMBDA], metrics[M.EPSILON] = weights.sft, a.epsilon
+        if comps.lambda_mode == "learned":
+            self.c_ema = ema(self.c_ema, metrics[M.C_BATCH], a.c_batch_ema)
+            self.lam = dual_ascent(self.lam, self.c_ema, a.epsilon, a.eta_lambda, a.lambda_max)
 
     def _global_sum(self, value: float) -> float:
         tensor = torch.tensor([float(value)], device=self.accelerator.device)
@@ -379,260 +532,6 @@ class UniAPLTrainer:
         columns["completion_ids"] = [c.completion_ids for c in completions]
         totals, per_function = score(self.rewards, prompts, completions_arg, columns)
         return torch.tensor(totals, dtype=torch.float32), per_function
-
-    def _rollout_rows(self, comps: Components, metrics: dict) -> tuple[list[TrainRow], torch.Tensor, int]:
-        """Generate G rollouts per prompt and score them: the batch's RL rows, their task rewards in group
-        layout (each prompt's G rollouts, then its expert member under LUFFY), and the tokens generated."""
-        cfg, r = self.config, self.config.rollout
-        t0 = time.perf_counter()
-        prompts, first = self._next_batch(self.prompts, "prompt_cursor", cfg.training.prompts_per_step, salt=1)
-        prompt_ids = self._prompt_ids(prompts)
-        repeated = [ids for ids in prompt_ids for _ in range(r.num_generations)]
-        seeds = [sequence_seed(cfg.training.seed, self.global_step, first * r.num_generations + i) for i in range(len(repeated))]
-        params = SamplingParams(r.max_new_tokens, r.temperature, r.top_p, r.top_k, do_sample=True)
-        completions = generate(self.rollout_model, self.tokenizer, repeated, params, seeds, r.batch_size)
-        metrics["time/generation"] = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
-        scored_examples = [e for e in prompts for _ in range(r.num_generations)]
-        scored_completions = list(completions)
-        if comps.expert_in_group:
-            demo_by_prompt = {d.example.prompt_key(): d for d in self.demos}
-            member_ids = [demo_by_prompt[p.prompt_key()].completion_ids for p in prompts]
-            scored_examples += prompts
-            scored_completions += [Completion(ids, self.tokenizer.decode(ids, skip_special_tokens=True), False) for ids in member_ids]
-        flat_rewards, per_function = self._score(scored_examples, scored_completions)
-        metrics["time/scoring"] = time.perf_counter() - t0
-
-        n = len(completions)
-        rows, task_rewards = [], flat_rewards[:n].view(len(prompts), r.num_generations)
-        if comps.expert_in_group:
-            task_rewards = torch.cat([task_rewards, flat_rewards[n:, None]], dim=1)
-        for g, ids in enumerate(prompt_ids):
-            rows += [TrainRow(ids, c.completion_ids, "rollout") for c in completions[g * r.num_generations : (g + 1) * r.num_generations]]
-            if comps.expert_in_group:
-                rows.append(TrainRow(ids, member_ids[g], "expert_member"))
-
-        all_rewards = self.accelerator.gather(flat_rewards[:n].to(self.accelerator.device))
-        metrics["reward/mean"] = all_rewards.mean().item()
-        metrics["reward/std"] = all_rewards.std().item() if len(all_rewards) > 1 else 0.0
-        for name, values in per_function.items():
-            valid = [v for v in values[:n] if v is not None]
-            if valid:
-                metrics[f"reward/{name}"] = float(np.mean(valid))
-        lengths = [len(c.completion_ids) for c in completions]
-        metrics.update({"length/mean": float(np.mean(lengths)), "length/min": float(min(lengths)),
-                        "length/max": float(max(lengths)), "length/truncated_frac": float(np.mean([c.truncated for c in completions]))})
-        return rows, task_rewards.reshape(-1), sum(lengths)
-
-    def _step(self, comps: Components, stage_steps: int) -> dict:
-        cfg, a, r = self.config, self.config.algorithm, self.config.rollout
-        device = self.accelerator.device
-        metrics: dict[str, float] = {"time/generation": 0.0, "time/scoring": 0.0}
-        t_start = time.perf_counter()
-        group_size = r.num_generations + (1 if comps.expert_in_group else 0)
-
-        # 1. rollouts and task rewards
-        rows: list[TrainRow] = []
-        task_rewards, n_generated = torch.zeros(0), 0
-        if comps.use_rl:
-            rows, task_rewards, n_generated = self._rollout_rows(comps, metrics)
-
-        # 2. the expert part of the mixed batch
-        need_demos = comps.use_sft or (comps.use_adversarial and self.discriminator is not None)
-        if need_demos:
-            demos, _ = self._next_batch(self.demos, "demo_cursor", cfg.training.demos_per_step, salt=2)
-            for ids, demo in zip(self._prompt_ids([d.example for d in demos]), demos):
-                rows.append(TrainRow(ids, demo.completion_ids, "demo"))
-
-        batch = pack([x.prompt_ids for x in rows], [x.completion_ids for x in rows], self.pad_id).to(device)
-        kinds = np.array([x.kind for x in rows])
-        rl_rows = torch.tensor(np.isin(kinds, ["rollout", "expert_member"]), device=device)
-        on_policy = torch.tensor(kinds == "rollout", device=device)
-        demo_rows = torch.tensor(kinds == "demo", device=device)
-        mask = batch.completion_mask
-        use_head = self.discriminator is not None and isinstance(self.discriminator, HeadDiscriminator)
-
-        # 3. global token counts, so each process's loss is its share of the global mean
-        n_rl_tokens = self._global_sum(mask[rl_rows].sum().item())
-        n_demo_tokens = self._global_sum(mask[demo_rows].sum().item())
-        n_rl_seqs = self._global_sum(rl_rows.sum().item())
-        world = self.accelerator.num_processes
-        layout = RowLayout(rl_rows, on_policy, demo_rows, mask, n_rl_tokens, n_rl_seqs, n_demo_tokens)
-
-        t0 = time.perf_counter()
-        chunks = self._micro_batches(len(rows), device)
-        ref_logp = None
-        if self.ref_model is not None and comps.use_rl:
-            with torch.no_grad():
-                ref_logp = torch.cat([gather_logprobs(forward_completions(self.ref_model, batch.select(idx)).logits,
-                                                      batch.completion_ids[idx], r.temperature) for idx in chunks])
-        # the discriminator's reward shapes the advantages, which every micro-batch's loss needs first:
-        # with several micro-batches a no-grad pass pools the hidden states; with one, its own pass does
-        pooled = self._pooled_hidden(batch, chunks) if use_head and len(chunks) > 1 else None
-        row_advantages = None  # [rows], 0 on demonstration rows
-        old_logp = torch.zeros_like(mask)
-        disc_inputs = None
-        weights = self._term_weights(comps, stage_steps)
-        metrics["lr"] = self.scheduler.get_last_lr()[0]  # the rate of this step's first update
-        for iteration in range(a.num_iterations):
-            self.policy.train()
-            sums: dict[str, float] = {}
-            for chunk_number, idx in enumerate(chunks):
-                part = batch.select(idx)
-                # processes average their gradients once per step, at the last micro-batch's backward
-                last = chunk_number == len(chunks) - 1
-                with self.accelerator.autocast(), contextlib.nullcontext() if last else self.accelerator.no_sync(self.policy):
-                    out = forward_completions(self.policy, part, return_hidden=use_head and pooled is None)
-                logits = out.logits
-                # rollouts are scored at the sampling temperature, demonstrations at temperature 1
-                if r.temperature != 1.0:
-                    temps = torch.where(rl_rows[idx], r.temperature, 1.0).to(logits.dtype)
-                    logits = logits / temps[:, None, None]
-                logp = gather_logprobs(logits, part.completion_ids)
-                if iteration == 0:
-                    old_logp[idx] = logp.detach()
-                    if use_head and pooled is None:
-                        pooled = mean_pool(out.hidden.detach(), part.completion_mask)
-                    with torch.no_grad():
-                        chunk_policy = on_policy[idx]
-                        if chunk_policy.any():
-                            ent_mask = part.completion_mask[chunk_policy]
-                            _add(sums, entropy_sum=(entropy(logits[chunk_policy].detach()) * ent_mask).sum().item(),
-                                 entropy_tokens=ent_mask.sum().item())
-                if row_advantages is None:
-                    disc_inputs = self._disc_inputs(batch, pooled, on_policy, demo_rows | (rl_rows & ~on_policy))
-                    row_advantages = torch.zeros(len(rows), device=device)
-                    if comps.use_rl:
-                        row_advantages[rl_rows] = self._advantages(comps, task_rewards, disc_inputs, group_size, metrics).to(device)
-                loss = self._micro_batch_loss(comps, layout, idx, logp, old_logp[idx], ref_logp, row_advantages[idx], weights, sums)
-                self.accelerator.backward(loss)
-            if iteration == 0:
-                if "entropy_tokens" in sums:
-                    metrics["entropy"] = sums["entropy_sum"] / max(sums["entropy_tokens"], 1.0)
-                if demo_rows.any():
-                    metrics["c_batch"] = self._global_sum(sums["demo_nll"]) / max(n_demo_tokens, 1.0)
-            if comps.use_rl:
-                metrics["loss/rl"] = sums.get("rl_loss", 0.0) * world
-                metrics["clip/low_frac"] = sums.get("clipped_low", 0.0) / max(sums.get("on_policy_tokens", 0.0), 1.0)
-                metrics["clip/high_frac"] = sums.get("clipped_high", 0.0) / max(sums.get("on_policy_tokens", 0.0), 1.0)
-                if self.ref_model is not None:
-                    metrics["kl"] = sums.get("kl_sum", 0.0) / max(sums.get("rl_tokens", 0.0), 1.0)
-            if comps.use_sft and demo_rows.any():
-                metrics["loss/sft"] = sums["sft_loss"] * world
-            if self.accelerator.sync_gradients:
-                metrics["grad_norm"] = float(self.accelerator.clip_grad_norm_(self.policy.parameters(), cfg.training.max_grad_norm))
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
-        t_training = time.perf_counter() - t0
-        self._sync_rollout_model()
-
-        # 4. dual step on the detached constraint value
-        if comps.use_sft:
-            metrics["lambda"], metrics["epsilon"] = weights.sft, a.epsilon
-            if comps.lambda_mode == "learned":
-                self.c_ema = ema(self.c_ema, metrics["c_batch"], a.c_batch_ema)
-                self.lam = dual_ascent(self.lam, self.c_ema, a.epsilon, a.eta_lambda, a.lambda_max)
-
-        # 5. discriminator update on this batch
-        if comps.use_adversarial and self.discriminator is not None and comps.use_rl:
-            expert_in, policy_in = disc_inputs
-            metrics.update(self.discriminator.update(expert_in, policy_in))
-
-        t_total = time.perf_counter() - t_start
-        metrics.update(
-            {
-                "time/training": t_training,
-                "time/step": t_total,
-                "perf/tokens_per_s": self._global_sum(n_generated) / t_total if n_generated else 0.0,
-                "processes": self.accelerator.num_processes,
-            }
-        )
-        return metrics
-
-    def _micro_batch_loss(self, comps: Components, layout: RowLayout, idx, logp, old_logp, ref_logp, advantages,
-                          weights: TermWeights, sums: dict) -> torch.Tensor:
-        """This micro-batch's share of the step's loss: normalized by the whole step's (global) counts, so the
-        shares add up to the loss of the batch taken at once. Adds its metric sums to `sums`."""
-        a = self.config.algorithm
-        world = self.accelerator.num_processes
-        rl, policy, demo, part_mask = layout.rl[idx], layout.on_policy[idx], layout.demo[idx], layout.mask[idx]
-        loss = 0.0 * logp.sum()  # in the graph even when no row of this micro-batch has a loss term
-        if comps.use_rl and rl.any():
-            rl_mask = part_mask[rl]
-            clipped = losses.clipped_policy_loss(logp[rl], old_logp[rl], advantages[rl], a.eps_low, a.eps_high)
-            per_token = clipped.per_token
-            if comps.expert_in_group:
-                shaped = losses.shaped_off_policy_loss(logp[rl], advantages[rl], a.luffy_gamma)
-                per_token = torch.where(policy[rl][:, None], per_token, shaped)
-            if ref_logp is not None:
-                kl = losses.k3_kl(logp[rl], ref_logp[idx][rl])
-                per_token = per_token + a.beta_kl * kl
-                _add(sums, kl_sum=(kl.detach() * rl_mask).sum().item(), rl_tokens=rl_mask.sum().item())
-            rl_loss = losses.AGGREGATIONS[a.loss_aggregation](per_token, rl_mask, max_length=self._max_rl_length(comps),
-                                                              num_tokens=layout.n_rl_tokens, num_sequences=layout.n_rl_seqs)
-            loss = loss + weights.rl * rl_loss * world
-            on_mask = rl_mask * policy[rl][:, None]
-            _add(sums, rl_loss=rl_loss.item(), on_policy_tokens=on_mask.sum().item(),
-                 clipped_low=(clipped.clipped_low * on_mask).sum().item(), clipped_high=(clipped.clipped_high * on_mask).sum().item())
-        if demo.any():
-            demo_mask = part_mask[demo]
-            _add(sums, demo_nll=(-logp[demo].detach() * demo_mask).sum().item())
-            if comps.use_sft:
-                sft_tokens = losses.sft_token_nll(logp[demo], a.sft_token_weighting)
-                sft_loss = losses.token_mean(sft_tokens, demo_mask, max_length=0, num_tokens=layout.n_demo_tokens)
-                loss = loss + weights.sft * sft_loss * world
-                _add(sums, sft_loss=sft_loss.item())
-        return loss
-
-    def _micro_batches(self, n_rows: int, device) -> list[torch.Tensor]:
-        """Row indices of each forward/backward pass: all rows at once unless training.micro_batch_size caps them."""
-        size = self.config.training.micro_batch_size or n_rows
-        return [torch.arange(start, min(start + size, n_rows), device=device) for start in range(0, n_rows, size)]
-
-    @torch.no_grad()
-    def _pooled_hidden(self, batch, chunks) -> torch.Tensor:
-        """Mean-pooled last hidden states of every row, micro-batch by micro-batch, for the head discriminator."""
-        pooled = []
-        for idx in chunks:
-            part = batch.select(idx)
-            with self.accelerator.autocast():
-                hidden = forward_completions(self.policy, part, return_hidden=True).hidden
-            pooled.append(mean_pool(hidden, part.completion_mask))
-        return torch.cat(pooled)
-
-    def _disc_inputs(self, batch, pooled, policy_rows, expert_rows):
-        """(expert inputs, policy inputs) for the discriminator kind in use, or None."""
-        if self.discriminator is None:
-            return None
-        if isinstance(self.discriminator, HeadDiscriminator):
-            return pooled[expert_rows], pooled[policy_rows]
-        pick = lambda rows: (batch.input_ids[rows], batch.attention_mask[rows])  # noqa: E731
-        return pick(expert_rows), pick(policy_rows)
-
-    def _advantages(self, comps: Components, task_rewards: torch.Tensor, disc_inputs, group_size: int, metrics: dict) -> torch.Tensor:
-        a = self.config.algorithm
-        adv_rewards = torch.zeros_like(task_rewards)
-        alpha = 0.0
-        if comps.use_adversarial and self.discriminator is not None:
-            expert_in, policy_in = disc_inputs
-            expert_logits = self.discriminator.logits(expert_in)
-            policy_logits = self.discriminator.logits(policy_in)
-            acc_expert, acc_policy = accuracy(expert_logits, policy_logits)
-            metrics["disc/acc_expert"], metrics["disc/acc_policy"] = acc_expert, acc_policy
-            rollout_adv = adversarial_reward(policy_logits, a.adv_clip).cpu()
-            metrics["adv/r_adv_mean"] = rollout_adv.mean().item()
-            if comps.expert_in_group:
-                # expert members come before the SFT demonstrations in batch order
-                member_adv = adversarial_reward(expert_logits[: len(task_rewards) // group_size], a.adv_clip).cpu()
-                adv_rewards = torch.cat([rollout_adv.view(-1, group_size - 1), member_adv[:, None]], dim=1).view(-1)
-            else:
-                adv_rewards = rollout_adv
-            alpha = adversarial_weight(self.stage_step, a.alpha_adv, a.discriminator.warmup_steps, a.alpha_adv_warmup_steps)
-            metrics["adv/alpha"] = alpha
-        method = "grpo" if a.advantage == "grpo" else "dr_grpo"
-        return adv_lib.combined_advantages(task_rewards, adv_rewards, alpha, group_size, method, a.normalize_rewards_separately)
 
     @torch.no_grad()
     def _sync_rollout_model(self) -> None:
@@ -666,7 +565,7 @@ class UniAPLTrainer:
                 optimizer_to_files(self._raw_optimizer(), folder, "optimizer")
                 tensors, meta = rng_state()
                 save_file(tensors, str(folder / "rng.safetensors"))
-                if self.discriminator is not None:
+                if self.discriminator.module is not None:
                     module = self.discriminator.module
                     save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(folder / "discriminator.safetensors"))
                     optimizer_to_files(self.discriminator.optimizer, folder, "discriminator_optimizer")
@@ -687,7 +586,7 @@ class UniAPLTrainer:
         for key in ("global_step", "stage_index", "stage_step", "prompt_cursor", "demo_cursor"):
             setattr(self, key, state[key])
         self.lam, self.c_ema = state["lambda"], state["c_ema"]
-        if self.discriminator is not None:
+        if self.discriminator.module is not None:
             module = self.discriminator.module
             module.load_state_dict(load_file(str(folder / "discriminator.safetensors")))
             optimizer_from_files(self.discriminator.optimizer, folder, "discriminator_optimizer")
@@ -728,7 +627,7 @@ class UniAPLTrainer:
                     metrics = self._step(comps, stage_steps)
                     self.global_step += 1
                     self.stage_step += 1
-                    logger.log(self.global_step, {"stage": index, **metrics})
+                    logger.log(self.global_step, {M.STAGE: index, **metrics})
                     progress.update(metrics)
                     if cfg.training.save_steps and self.global_step % cfg.training.save_steps == 0:
                         self.save_checkpoint()
