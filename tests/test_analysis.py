@@ -15,6 +15,7 @@ from uniapl.analysis.distributions import compare_samples, distribution_distance
 from uniapl.analysis.expert_rows import load_expert_examples
 from uniapl.cli import main
 from uniapl.errors import DataError
+from uniapl.rewards import WeightedReward
 
 MODEL = "tiny-random-smollm2"
 
@@ -90,7 +91,7 @@ def test_verifier_scores_skip_rows_a_reward_does_not_apply_to(tmp_path):
         seen["level"] = level
         return [1.0, 0.0, None, 0.5]
 
-    assert verifier_scores(reward, examples, ["a", "b", "c", "d"]) == {"n_scored": 3, "mean_score": 0.5, "pass_rate": 1 / 3}
+    assert verifier_scores(WeightedReward("reward", reward, 1.0), examples, ["a", "b", "c", "d"]) == {"n_scored": 3, "mean_score": 0.5, "pass_rate": 1 / 3}
     assert seen["level"] == [0, 1, 2, 3]
 
 

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from uniapl.analysis.distributions import compare_samples
 from uniapl.analysis.expert_rows import ExpertExample, load_expert_examples
-from uniapl.datatools.jsonl import write_json_atomic, write_jsonl_atomic
+from uniapl.io import write_json_atomic, write_jsonl_atomic
 from uniapl.errors import UniaplError
+from uniapl.rewards import WeightedReward, call_reward, resolve_reward
 from uniapl.train.rollout import SamplingParams, encode_prompts, generate, sequence_seed
 
 ANALYSIS_JSON = "analysis.json"
@@ -53,10 +54,10 @@ def _present(values: list[float | None]) -> list[float]:
     return [v for v in values if v is not None]
 
 
-def verifier_scores(fn, examples: list[ExpertExample], responses: list[str]) -> dict:
+def verifier_scores(verifier: WeightedReward, examples: list[ExpertExample], responses: list[str]) -> dict:
     """Mean score and pass rate (score of 1) of a reward function; rows it does not apply to are left out."""
     columns = {name: [e.columns.get(name) for e in examples] for name in {k for e in examples for k in e.columns}}
-    scores = _present(fn(prompts=[e.prompt for e in examples], completions=list(responses), **columns))
+    scores = _present(call_reward(verifier, [e.prompt for e in examples], list(responses), columns, [e.key for e in examples]))
     return {
         "n_scored": len(scores),
         "mean_score": _mean(scores),
@@ -68,12 +69,11 @@ def analyze_model(model_name: str, expert_file: str | Path, out_dir: str | Path,
     """Sample the policy on held-out prompts, score both sides, and write analysis.json, the PNGs and the samples."""
     from uniapl.analysis.plots import overlaid_histogram
     from uniapl.models import load_model_and_tokenizer
-    from uniapl.rewards import resolve_reward
     from uniapl.train.sequences import completion_logprobs
     from uniapl.textstats import degeneration_summary
 
     examples = load_expert_examples(expert_file, prompts_file, settings.limit)
-    verifier = resolve_reward(settings.reward) if settings.reward else None  # a bad name fails before sampling
+    verifier = WeightedReward(settings.reward, resolve_reward(settings.reward), 1.0) if settings.reward else None  # a bad name fails before sampling
     model, tokenizer = load_model_and_tokenizer(model_name, settings.dtype)
     if tokenizer.eos_token_id is None:
         raise UniaplError(f"model '{model_name}': the tokenizer has no EOS token to end the expert's responses with")

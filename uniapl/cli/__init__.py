@@ -1,10 +1,16 @@
-"""`uniapl` command line: one subcommand per module in this package, each adding its own parser."""
+"""`uniapl` command line: one subcommand per module in this package, each adding its own parser.
+
+A user's mistake (bad config, data, paths, models, reward functions) and the environment's (a full disk, a
+read-only folder) print one line naming the problem and exit 2; `--debug` adds the traceback, including
+that of the user's own code (a reward function that raised).
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+import traceback
 import warnings
 
 from uniapl.errors import UniaplError, UniaplWarning
@@ -17,10 +23,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="uniapl", description="Unified Adversarial Preference Learning: train, evaluate, analyze."
     )
+    parser.add_argument("--debug", action="store_true", help="on an error, also print its traceback")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"uniapl.cli.{name}").add_parser(subparsers)
+    for leaf in _leaf_parsers(parser):  # `uniapl train x.yaml --debug` works as well as `uniapl --debug train x.yaml`
+        leaf.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="on an error, also print its traceback")
     return parser
+
+
+def _leaf_parsers(parser: argparse.ArgumentParser):
+    """The parsers of the commands that run (e.g. `eval ifeval`), below every level of subcommands."""
+    groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not groups:
+        yield parser
+    for group in groups:
+        for child in dict.fromkeys(group.choices.values()):  # an alias lists a parser twice
+            yield from _leaf_parsers(child)
 
 
 def add_dtype_argument(parser, default: str = "auto") -> None:
@@ -46,8 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     _format_warnings(args.command)
     try:
         return int(args.func(args) or 0)
-    except UniaplError as exc:
+    except (UniaplError, OSError) as exc:  # OSError: the environment's (a full disk, a folder that vanished)
         print(f"uniapl {args.command}: error: {exc}", file=sys.stderr)
+        if args.debug:
+            traceback.print_exception(exc)
+        elif exc.__cause__ is not None:
+            print(f"uniapl {args.command}: --debug shows the traceback of the {type(exc.__cause__).__name__}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"uniapl {args.command}: interrupted", file=sys.stderr)
