@@ -346,7 +346,7 @@ def test_growing_kv_cache_decodes_exactly_like_transformers_default(tiny_model):
     mask[0, :3] = 0  # a left-padded row
     config = GenerationConfig(max_new_tokens=80, min_new_tokens=80, do_sample=False, pad_token_id=0, eos_token_id=None)
     cache = GrowingCache()
-    grown = model.generate(input_ids=ids, attention_mask=mask, generation_config=config, past_key_values=cache)
+    grown = model.generate(input_ids=ids, attention_mask=mask, generation_config=config, cache=cache)
     assert torch.equal(grown, model.generate(input_ids=ids, attention_mask=mask, generation_config=config))
     assert cache.layers[0]._key_buffer.shape[-2] == 128  # grew by doubling past its first 64 slots
     cache.batch_select_indices(torch.tensor([2, 0]))
