@@ -53,9 +53,10 @@ def test_only_unfinished_steps_run(tmp_path, monkeypatch):
         calls.append(("train", config.algorithm.name, config.training.seed))
         make_run(out, f"{config.algorithm.name}-seed{config.training.seed}", config.algorithm.name, config.training.seed)
 
-    def fake_eval(final, settings):
-        calls.append(("evaluate", final.parent.name))
-        (final / "ifeval_scores.json").write_text(json.dumps(eval_scores(0.1, 0.2)))
+    def fake_eval(final, settings, data=None, out_dir=None):
+        calls.append(("heldout" if data else "evaluate", final.parent.name))
+        (out_dir or final).mkdir(exist_ok=True)
+        ((out_dir or final) / "ifeval_scores.json").write_text(json.dumps(eval_scores(0.1, 0.2)))
 
     def fake_analyze(final, settings):
         calls.append(("analyze", final.parent.name))
@@ -75,6 +76,12 @@ def test_only_unfinished_steps_run(tmp_path, monkeypatch):
     ]
     assert (report / "report.md").is_file() and (report / "report.html").is_file()
 
+    # tuning: the held-out split only; IFEval and the analysis are never run
+    calls.clear()
+    tuning = CompareSettings(algorithms=("grpo",), seeds=(0,), expert=str(data), heldout=str(data), skip=("ifeval", "analyze"))
+    compare(tiny_config(tmp_path, data), out, tuning, log=lambda line: None)
+    assert calls == [("train", "grpo", 0), ("heldout", "grpo-seed0")]
+
 
 def test_bad_inputs_fail_before_any_training(tmp_path, monkeypatch):
     monkeypatch.setattr(compare_module, "train_run", lambda config: pytest.fail("trained despite a bad input"))
@@ -84,6 +91,10 @@ def test_bad_inputs_fail_before_any_training(tmp_path, monkeypatch):
         compare(config, tmp_path / "grid", CompareSettings(("sft",), (1,), expert=str(tmp_path / "missing.jsonl")))
     with pytest.raises(UniaplError, match="algorithm.name"):
         compare(config, tmp_path / "grid", CompareSettings(("sft", "no_such_algorithm"), (1,), expert=str(data)))
+    with pytest.raises(UniaplError, match="held-out prompts"):
+        compare(config, tmp_path / "grid", CompareSettings(("sft",), (1,), expert=str(data), heldout=str(tmp_path / "none.jsonl")))
+    with pytest.raises(UniaplError, match="steps that can be skipped: heldout, ifeval, analyze"):
+        compare(config, tmp_path / "grid", CompareSettings(("sft",), (1,), expert=str(data), skip=("train",)))
 
 
 def test_tiny_grid_end_to_end_and_resume(tmp_path, capsys):
@@ -92,12 +103,13 @@ def test_tiny_grid_end_to_end_and_resume(tmp_path, capsys):
     out = tmp_path / "grid"
     argv = ["compare", tiny_config(tmp_path, data), "--algorithms", "sft,uniapl", "--seeds", "1,2", "--out", str(out),
             "--expert", str(data), "--eval-limit", "2", "--eval-max-new-tokens", "8", "--eval-batch-size", "4",
-            "--analysis-prompts", "2", "--dtype", "fp32"]
+            "--analysis-prompts", "2", "--dtype", "fp32", "--heldout", str(data)]
     assert main(argv) == 0
     runs = [out / f"{a}-seed{s}" for a in ("sft", "uniapl") for s in (1, 2)]
     for run in runs:
         assert (run / "final" / "config.json").is_file()
         assert (run / "final" / "analysis" / "analysis.json").is_file()
+        assert json.loads((run / "final" / "heldout" / "ifeval_scores.json").read_text())["n_prompts"] == 4
     assert yaml.safe_load((out / "uniapl-seed2" / "config.yaml").read_text())["training"]["seed"] == 2
 
     text = (out / "report" / "report.md").read_text()
@@ -112,5 +124,5 @@ def test_tiny_grid_end_to_end_and_resume(tmp_path, capsys):
     capsys.readouterr()
     assert main(argv) == 0
     log = capsys.readouterr().out
-    assert log.count("already done, skipped") == 3 * len(runs)
+    assert log.count("already done, skipped") == 4 * len(runs)
     assert {run: (run / "final" / "config.json").stat().st_mtime_ns for run in runs} == stamps

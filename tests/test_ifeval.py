@@ -96,6 +96,12 @@ def test_our_metrics_equal_lm_evals_own_aggregation(tmp_path, monkeypatch):
     for metric in METRICS:
         assert ours[metric] == pytest.approx(expected[metric], abs=1e-12)
     assert 0 < ours["prompt_level_strict_acc"] < ours["inst_level_loose_acc"] < 1
+    # the mean of the ifeval_partial reward over the same responses
+    from uniapl.rewards import resolve_reward
+
+    partial = resolve_reward("ifeval_partial")(prompts=[d["prompt"] for d in docs], completions=responses,
+                                               instruction_id_list=[d["instruction_id_list"] for d in docs], kwargs=[d["kwargs"] for d in docs])
+    assert ours["mean_partial_reward"] == pytest.approx(sum(partial) / len(partial), abs=1e-12)
 
 
 def test_run_ifeval_tiny_model_writes_files_and_resumes(tmp_path):

@@ -1,5 +1,9 @@
 """Train, evaluate and analyze every (algorithm, seed) with everything else equal, then report them.
 
+Each run's steps: train; the held-out split (greedy, scored like IFEval, in `final/heldout/`), which
+is what tuning may look at; IFEval; the analysis against the expert. Tuning runs skip IFEval, so a
+choice made on them never sees it.
+
 Resumable at each step: a run whose `final/config.json` exists is not trained again, and an eval or
 analysis whose JSON exists is not redone. An interrupted run resumes from its last checkpoint.
 """
@@ -28,6 +32,12 @@ class CompareSettings:
     analysis_prompts: int | None = None
     analysis_reward: str | None = "ifeval_strict"
     dtype: str = "auto"  # for evaluation and analysis
+    heldout: str | None = None  # held-out constraint prompts, evaluated greedily into final/heldout
+    skip: tuple[str, ...] = ()  # steps left out, from EVAL_STEPS
+
+
+EVAL_STEPS = ("heldout", "ifeval", "analyze")
+HELDOUT_DIR = "heldout"
 
 
 def run_dir(out: Path, algorithm: str, seed: int) -> Path:
@@ -49,11 +59,12 @@ def train_run(config) -> None:
     UniAPLTrainer(args=config).train(resume=checkpoints.is_dir() and any(checkpoints.iterdir()))
 
 
-def evaluate_run(final: Path, settings: CompareSettings) -> None:
+def evaluate_run(final: Path, settings: CompareSettings, data: str | None = None, out_dir: Path | None = None) -> None:
+    """IFEval (or, with `data`, another constraint-prompt file such as the held-out split), greedy."""
     from uniapl.ifeval import run_ifeval
 
-    run_ifeval(str(final), out_dir=str(final), limit=settings.eval_limit, batch_size=settings.eval_batch_size,
-               dtype=settings.dtype, max_new_tokens=settings.eval_max_new_tokens)
+    run_ifeval(str(final), out_dir=str(out_dir or final), limit=None if data else settings.eval_limit, batch_size=settings.eval_batch_size,
+               dtype=settings.dtype, max_new_tokens=settings.eval_max_new_tokens, data=data)
 
 
 def analyze_run(final: Path, settings: CompareSettings) -> None:
@@ -69,19 +80,29 @@ def compare(config_path: str | Path, out: str | Path, settings: CompareSettings,
     out = Path(out)
     if not settings.algorithms or not settings.seeds:
         raise UniaplError("compare needs at least one algorithm and one seed")
-    if not Path(settings.expert).is_file():
+    unknown = sorted(set(settings.skip) - set(EVAL_STEPS))
+    if unknown:
+        raise UniaplError(f"--skip: unknown step '{unknown[0]}'; steps that can be skipped: {', '.join(EVAL_STEPS)}")
+    if "analyze" not in settings.skip and not Path(settings.expert).is_file():
         raise UniaplError(f"expert file '{settings.expert}' does not exist; the analysis of each run needs it (--expert)")
+    if "heldout" not in settings.skip and settings.heldout and not Path(settings.heldout).is_file():
+        raise UniaplError(f"held-out prompts '{settings.heldout}' do not exist (--heldout)")
     # build every config first, so a bad algorithm name or override fails before hours of training
     configs = {(a, s): run_config(config_path, out, a, s, settings.overrides) for a in settings.algorithms for s in settings.seeds}
     for (algorithm, seed), config in configs.items():
         run = run_dir(out, algorithm, seed)
         final = run / "final"
+        heldout = final / HELDOUT_DIR
         steps = [
             ("train", (final / "config.json").is_file(), lambda: train_run(config)),
-            ("evaluate", (final / EVAL_JSON).is_file(), lambda: evaluate_run(final, settings)),
+            ("heldout", not settings.heldout or (heldout / EVAL_JSON).is_file(),
+             lambda: evaluate_run(final, settings, data=settings.heldout, out_dir=heldout)),
+            ("ifeval", (final / EVAL_JSON).is_file(), lambda: evaluate_run(final, settings)),
             ("analyze", (final / "analysis" / ANALYSIS_JSON).is_file(), lambda: analyze_run(final, settings)),
         ]
         for name, done, do in steps:
+            if name in settings.skip:
+                continue
             if done:
                 log(f"{run.name}: {name}: already done, skipped")
             else:

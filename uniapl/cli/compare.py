@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from uniapl.cli import add_dtype_argument
+from uniapl.cli import add_dtype_argument, require_at_least
 from uniapl.errors import UniaplError
 
 
@@ -34,16 +34,22 @@ def add_parser(subparsers) -> None:
     p.add_argument("--eval-batch-size", type=int, default=16)
     p.add_argument("--analysis-prompts", type=int, default=None, help="analyze on the first N expert prompts")
     p.add_argument("--analysis-reward", default="ifeval_strict", help="verifier for the analysis pass rate ('none' for none)")
+    p.add_argument("--heldout", default=None, help="held-out constraint prompts (e.g. data/if_heldout.jsonl) to evaluate each run on, "
+                   "greedily, into final/heldout: what tuning may look at")
+    p.add_argument("--skip", default="", help="comma-separated steps to leave out: heldout, ifeval, analyze (tuning runs skip ifeval)")
     add_dtype_argument(p)  # for evaluation and analysis
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from uniapl.compare import CompareSettings, compare
+    from uniapl.io import check_output_folder
 
     algorithms = tuple(a.strip() for a in args.algorithms.split(",") if a.strip())
     if not algorithms:
         raise UniaplError("--algorithms is empty")
+    require_at_least(args, eval_limit=1, eval_max_new_tokens=1, eval_batch_size=1, analysis_prompts=1)
+    check_output_folder(args.out, "--out")
     settings = CompareSettings(
         algorithms=algorithms,
         seeds=args.seeds,
@@ -55,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
         analysis_prompts=args.analysis_prompts,
         analysis_reward=None if args.analysis_reward == "none" else args.analysis_reward,
         dtype=args.dtype,
+        heldout=args.heldout,
+        skip=tuple(step.strip() for step in args.skip.split(",") if step.strip()),
     )
     compare(args.config, args.out, settings)
     return 0

@@ -31,6 +31,11 @@ def prompt_text(prompt) -> str:
     return "\n".join(m.get("content", "") for m in prompt if m.get("role") == "user")
 
 
+def as_messages(prompt) -> list[dict]:
+    """A prompt as chat messages: IFEval's rows hold the user's text, training-style rows the messages."""
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+
+
 def validate_constraint_row(row: dict, where: str) -> None:
     """A row the checkers can score: a prompt, known instruction ids and one kwargs dict per id."""
     from uniapl.ifeval.reference import reference_registry

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from uniapl.io import append_jsonl, read_json, read_jsonl, read_resumable_jsonl, write_json_atomic
 from uniapl.errors import UniaplError
-from uniapl.ifeval.prompts import load_ifeval
+from uniapl.ifeval.prompts import as_messages, load_ifeval, prompt_text
 from uniapl.ifeval.scoring import score_responses
 
 RESPONSES_FILE = "ifeval_responses.jsonl"
@@ -73,7 +73,7 @@ def _model_responder(model_name: str, dtype: str, max_new_tokens: int):
     params = SamplingParams(do_sample=False, max_new_tokens=max_new_tokens)
 
     def respond(batch: list[dict]) -> list[dict]:
-        prompt_ids = encode_prompts(tokenizer, [[{"role": "user", "content": d["prompt"]}] for d in batch])
+        prompt_ids = encode_prompts(tokenizer, [as_messages(d["prompt"]) for d in batch])
         completions = generate(model, tokenizer, prompt_ids, params)
         return [
             {"key": d["key"], "prompt": d["prompt"], "response": c.text, "truncated": c.truncated, "n_tokens": len(c.completion_ids)}
@@ -90,8 +90,8 @@ def _echo_responder():
 
     def respond(batch: list[dict]) -> list[dict]:
         return [
-            {"key": d["key"], "prompt": d["prompt"], "response": d["prompt"], "truncated": False,
-             "n_tokens": len(tokenizer(d["prompt"], add_special_tokens=False)["input_ids"])}
+            {"key": d["key"], "prompt": d["prompt"], "response": prompt_text(d["prompt"]), "truncated": False,
+             "n_tokens": len(tokenizer(prompt_text(d["prompt"]), add_special_tokens=False)["input_ids"])}
             for d in batch
         ]
 
@@ -112,7 +112,7 @@ def _summarize(rows: list[dict], docs: list[dict]) -> dict:
             row.setdefault("n_tokens", len(tokenizer(row["response"], add_special_tokens=False)["input_ids"]))
     return {
         "degeneration": degeneration_summary(
-            [d["prompt"] for d in docs], [r["response"] for r in chosen], [bool(r.get("truncated", False)) for r in chosen]
+            [prompt_text(d["prompt"]) for d in docs], [r["response"] for r in chosen], [bool(r.get("truncated", False)) for r in chosen]
         ),
         "mean_length_tokens": sum(r["n_tokens"] for r in chosen) / len(chosen),
     }

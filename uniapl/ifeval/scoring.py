@@ -54,6 +54,9 @@ def aggregate(results: list[dict], instruction_lists: list[list[str]]) -> dict:
         "inst_level_strict_acc": utils.agg_inst_level_acc([r["inst_level_strict_acc"] for r in results]),
         "prompt_level_loose_acc": sum(r["prompt_level_loose_acc"] for r in results) / n,
         "inst_level_loose_acc": utils.agg_inst_level_acc([r["inst_level_loose_acc"] for r in results]),
+        # what the ifeval_partial reward averages to: the share of its instructions a response follows
+        # (strict), per prompt, then over prompts
+        "mean_partial_reward": sum(sum(r["inst_level_strict_acc"]) / len(r["inst_level_strict_acc"]) for r in results) / n,
     }
     tally = defaultdict(lambda: {"strict": 0, "loose": 0, "n": 0})
     for result, ids in zip(results, instruction_lists):
