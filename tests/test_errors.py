@@ -49,7 +49,7 @@ def test_missing_data_file(tiny_overrides, tmp_path, capsys):
     [
         ('{"prompt": "a", "completion": "b"}\n{not json\n', ":2: not valid JSON"),
         ('{"prompt": "a", "completion": "b"}\n{"question": "x"}\n', ":2: the row has neither 'prompt' nor 'messages'"),
-        ('{"prompt": "a", "completion": 5}\n', ":1: field 'completion' must be a non-empty list of messages"),
+        ('{"prompt": "a", "completion": 5}\n', ":1: field 'completion' must be a non-empty string or a list of messages, got 5"),
         ('{"messages": [{"role": "robot", "content": "hi"}]}\n', ":1: field 'messages[0].role'"),
         ("\n\n", "has no rows"),
     ],

@@ -278,7 +278,7 @@ class UniAPLConfig:
 
 def _build(cls, raw: Any, prefix: str, source: str):
     if not isinstance(raw, dict):
-        raise ConfigError(f"{prefix or 'config'} ({source}): expected a mapping, got {raw!r}")
+        raise ConfigError(f"{prefix[:-1] or 'config'} ({source}): expected a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(fields))
@@ -335,6 +335,18 @@ def _convert(tp, value, name: str, source: str):
             raise ConfigError(f"{name}: expected a string, got {value!r} ({source})")
         return value
     raise TypeError(f"unsupported config type {tp} for {name}")
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """Nested config sections as dotted keys: {'training': {'seed': 1}} -> {'training.seed': 1}."""
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -22,7 +22,8 @@ from pathlib import Path
 from uniapl.analysis.analyze import ANALYSIS_JSON, LENGTH_PNG, LOGPROB_PNG
 from uniapl.analysis.distributions import mean_and_standard_error
 from uniapl.analysis.plots import CurveFigure, CurveLine, Series, curve_figure
-from uniapl.io import read_jsonl
+from uniapl.io import read_json, read_jsonl
+from uniapl.config import flatten, load_yaml
 from uniapl.errors import UniaplError
 from uniapl.train import metric_names as M
 
@@ -52,42 +53,18 @@ class Run:
         return flatten(self.config or {})
 
 
-def flatten(tree: dict, prefix: str = "") -> dict:
-    """Nested config sections as dotted keys: {'training': {'seed': 1}} -> {'training.seed': 1}."""
-    flat = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
-
-
 def _read_json(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UniaplError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    return read_json(path) if path.is_file() else None
 
 
 def load_run(path: str | Path) -> Run:
     """Everything a report shows about one run folder; parts that do not exist are None or empty."""
-    import yaml
-
     path = Path(path)
     if not path.is_dir():
         raise UniaplError(f"run folder '{path}' does not exist")
     is_model_folder = (path / "config.json").is_file() and not (path / "final").exists()
     results_dir = path if is_model_folder else path / "final"
-    config = None
-    if (path / "config.yaml").is_file():
-        try:
-            config = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise UniaplError(f"{path / 'config.yaml'}: not valid YAML ({exc})") from None
+    config = load_yaml(path / "config.yaml") if (path / "config.yaml").is_file() else None
     metrics = read_jsonl(path / "metrics.jsonl") if (path / "metrics.jsonl").is_file() else []
     analysis_dir = results_dir / "analysis"
     return Run(

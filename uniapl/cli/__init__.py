@@ -48,6 +48,14 @@ def add_dtype_argument(parser, default: str = "auto") -> None:
                         help="auto: bf16 where the hardware runs it natively, else fp32 (default: %(default)s)")
 
 
+def require_at_least(args, **minimums: int) -> None:
+    """Each option `--name` that is set must be at least its minimum."""
+    for name, least in minimums.items():
+        value = getattr(args, name)
+        if value is not None and value < least:
+            raise UniaplError(f"--{name.replace('_', '-')} must be at least {least}, got {value}")
+
+
 def _format_warnings(command: str) -> None:
     """Our warnings print like our errors, one line; other libraries' keep Python's format."""
     default = warnings.formatwarning

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from uniapl.cli import add_dtype_argument
+from uniapl.cli import add_dtype_argument, require_at_least
 
 
 def add_parser(subparsers) -> None:
@@ -32,7 +32,15 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from uniapl.analysis.analyze import AnalysisSettings, analyze_model, default_out_dir
     from uniapl.analysis.report import format_number
+    from uniapl.errors import UniaplError
+    from uniapl.io import check_output_folder
     from uniapl.train.rollout import SamplingParams
+
+    require_at_least(args, limit=1, batch_size=1, max_new_tokens=1)
+    if not args.temperature > 0:
+        raise UniaplError(f"--temperature must be > 0, got {args.temperature}")
+    if not 0 < args.top_p <= 1:
+        raise UniaplError(f"--top-p must be in (0, 1], got {args.top_p}")
 
     settings = AnalysisSettings(
         sampling=SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p),
@@ -42,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         limit=args.limit,
         reward=args.reward,
     )
-    out = args.out or default_out_dir(args.model)
+    out = check_output_folder(args.out or default_out_dir(args.model), "--out")
     result = analyze_model(args.model, args.expert, out, args.prompts, settings)
     length, logprob = result["length_tokens"], result["mean_token_logprob"]
     print(f"analyzed {result['n_prompts']} prompts -> {out}")

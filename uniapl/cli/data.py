@@ -35,11 +35,14 @@ def run(args) -> int:
     from collections import Counter
 
     from uniapl.datatools.build_if import build_if_rows
-    from uniapl.io import write_jsonl_atomic
     from uniapl.errors import UniaplError
+    from uniapl.io import check_output_file, write_jsonl_atomic
 
     if bool(args.heldout) != bool(args.heldout_out):
         raise UniaplError("--heldout N and --heldout-out FILE go together")
+    check_output_file(args.out, "--out")
+    if args.heldout_out:
+        check_output_file(args.heldout_out, "--heldout-out")
     train, heldout, dropped = build_if_rows(args.n, args.seed, args.heldout, decontamination=args.decontaminate)
     write_jsonl_atomic(args.out, train)
     print(f"wrote {len(train)} prompts to {args.out}")
@@ -54,9 +57,17 @@ def run(args) -> int:
 
 
 def run_attach(args) -> int:
-    from uniapl.io import write_jsonl_atomic
     from uniapl.datatools.teach import attach_demonstrations
+    from uniapl.errors import DataError
+    from uniapl.io import check_output_file, jsonl_rows, write_jsonl_atomic
+    from uniapl.train.examples import text_or_messages
 
+    check_output_file(args.out, "--out")
+    for where, row in jsonl_rows(args.demos):  # what is attached must be a usable demonstration
+        if "key" not in row:
+            raise DataError(f"{where}: field 'key' is missing")
+        if "completion" in row:
+            text_or_messages(row["completion"], where, "completion")
     rows, solved = attach_demonstrations(args.prompts, args.demos)
     write_jsonl_atomic(args.out, rows)
     print(f"wrote {len(rows)} prompts to {args.out}, {solved} with a demonstration")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from uniapl.cli import add_dtype_argument
+from uniapl.cli import add_dtype_argument, require_at_least
 
 
 def add_parser(subparsers) -> None:
@@ -46,9 +46,13 @@ def format_scores(scores: dict) -> str:
 def run(args) -> int:
     from uniapl.errors import UniaplError
     from uniapl.ifeval import run_ifeval
+    from uniapl.io import check_output_folder
 
     if not args.model and not args.responses:
         raise UniaplError("pass --model (to generate) or --responses FILE (to score saved responses)")
+    require_at_least(args, limit=1, batch_size=1, max_new_tokens=1)
+    if args.out:
+        check_output_folder(args.out, "--out")
     scores = run_ifeval(
         model=args.model or args.responses,
         out_dir=args.out,

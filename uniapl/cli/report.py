@@ -18,7 +18,9 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from uniapl.analysis.report import write_report
+    from uniapl.io import check_output_folder
 
+    check_output_folder(args.out, "--out")
     runs = write_report(args.runs, args.out)
     print(f"reported {len(runs)} runs -> {args.out}/report.md, {args.out}/report.html")
     return 0

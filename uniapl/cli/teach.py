@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from uniapl.cli import add_dtype_argument
+from uniapl.cli import add_dtype_argument, require_at_least
 
 
 def add_parser(subparsers) -> None:
@@ -45,14 +45,14 @@ def run(args) -> int:
     from uniapl.datatools.quality import FUNNEL, QualityRules
     from uniapl.datatools.teach import Sampling, make_teacher, teach
     from uniapl.errors import UniaplError
+    from uniapl.io import check_output_file
     from uniapl.train.rollout import SamplingParams
 
-    for name, least in (("samples", 1), ("round_size", 1), ("enough", 1), ("max_new_tokens", 1), ("min_words", 0), ("retries", 0),
-                        ("concurrency", 1), ("batch_size", 1)):
-        if getattr(args, name) < least:
-            raise UniaplError(f"--{name.replace('_', '-')} must be at least {least}, got {getattr(args, name)}")
+    require_at_least(args, samples=1, round_size=1, enough=1, max_new_tokens=1, min_words=0, retries=0, concurrency=1,
+                     batch_size=1, limit=1)
     if args.temperature <= 0 or not 0 < args.top_p <= 1 or args.timeout <= 0 or not 0 <= args.max_repeated_ngrams <= 1:
         raise UniaplError("--temperature and --timeout must be > 0, --top-p in (0, 1], --max-repeated-ngrams in [0, 1]")
+    check_output_file(args.out, "--out")
     sampling = Sampling(args.samples, args.round_size, args.enough, args.seed,
                         SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p))
     rules = QualityRules(max_repeated_ngrams=args.max_repeated_ngrams, min_words=args.min_words)

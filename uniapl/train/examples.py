@@ -53,11 +53,14 @@ def _check_messages(value, where: str, name: str) -> list:
     return value
 
 
-def _text_or_messages(value, where: str, name: str):
+def text_or_messages(value, where: str, name: str):
+    """A prompt or completion: a non-empty string, or a list of messages."""
     if isinstance(value, str):
         if not value.strip():
             raise DataError(f"{where}: field '{name}' is empty")
         return value
+    if not isinstance(value, list):
+        raise DataError(f"{where}: field '{name}' must be a non-empty string or a list of messages, got {value!r}")
     return _check_messages(value, where, name)
 
 
@@ -74,10 +77,10 @@ def parse_row(row: Any, where: str) -> Example:
         return Example(messages, None, columns, where)
     if "prompt" not in row:
         raise DataError(f"{where}: the row has neither 'prompt' nor 'messages' (fields found: {', '.join(row) or 'none'})")
-    prompt = _text_or_messages(row["prompt"], where, "prompt")
+    prompt = text_or_messages(row["prompt"], where, "prompt")
     completion = row.get("completion")
     if completion is not None:
-        completion = _text_or_messages(completion, where, "completion")
+        completion = text_or_messages(completion, where, "completion")
         if isinstance(prompt, str) != isinstance(completion, str):
             raise DataError(f"{where}: 'prompt' and 'completion' must both be strings or both be message lists")
     return Example(prompt, completion, columns, where)
