@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from uniapl import UniAPLConfig, UniAPLTrainer
 from uniapl.algorithms.presets import PRESETS, STAGED
 from uniapl.cli import main
+from uniapl.errors import UniaplError
 
 ALGORITHMS = sorted(set(PRESETS) | set(STAGED))
 # the adversarial reward from the first step, without the default warm-up and ramp, so that short runs exercise it
@@ -98,7 +99,7 @@ def peaked_tiny_model(tiny_model: str, folder: Path) -> str:
 def test_grpo_raises_mean_reward(tiny_overrides, tiny_model, tmp_path):
     model = peaked_tiny_model(tiny_model, tmp_path / "peaked")
     config = UniAPLConfig.from_yaml(None, tiny_overrides + [
-        f"model.name={model}", "algorithm.name=grpo", "training.max_steps=10", "training.learning_rate=3e-2",
+        f"model.name={model}", "algorithm.name=grpo", "training.max_steps=12", "training.learning_rate=3e-2",
         "rollout.num_generations=8", "training.prompts_per_step=4",
     ])
     run = UniAPLTrainer(args=config, reward_funcs=[low_token_reward]).train().parent
@@ -189,7 +190,7 @@ def test_checkpoint_has_no_pickle_and_survives_a_crashed_save(tiny_overrides, tm
     checkpoints = tmp_path / "run" / "checkpoints"
     folder = checkpoints / "step-000001"
     suffixes = {p.suffix for p in folder.rglob("*") if p.is_file()}
-    assert suffixes <= {".safetensors", ".json", ".jinja", ".txt"}, suffixes
+    assert suffixes <= {".safetensors", ".json", ".jinja", ".txt", ".yaml"}, suffixes
 
     import uniapl.train.checkpoint as ckpt
 
@@ -198,7 +199,7 @@ def test_checkpoint_has_no_pickle_and_survives_a_crashed_save(tiny_overrides, tm
 
     monkeypatch.setattr(ckpt, "save_file", crash)
     trainer.global_step = 2
-    with pytest.raises(OSError):
+    with pytest.raises(UniaplError, match="could not write '.*step-000002': disk full; what was saved there before is unchanged"):
         trainer.save_checkpoint()
     assert (checkpoints / "latest").read_text() == "step-000001"
     assert sorted(p.name for p in checkpoints.iterdir()) == ["latest", "step-000001"]

@@ -1,14 +1,14 @@
-"""Batched generation with a KV cache, left padding and seeded, batch-invariant sampling.
+"""Batched generation: our own decode loop over a KV cache, with left-padded prompts and seeded, batch-invariant
+sampling on the model's device (uniapl.train.sampling).
 
-Sampling draws Gumbel noise from a generator seeded by (sequence seed, position). A completion
-therefore depends only on its prompt and its seed, not on which other sequences share its batch,
-on which process generates it, or on the global RNG state. That is what lets a 2-process run match
-a 1-process run, and a resumed run match an uninterrupted one.
+A row leaves the running batch, and its rows of the KV cache with it, as soon as it is done: at its EOS,
+at its token budget, or when the caller's stop predicate says so. A batch whose rows end at different
+lengths therefore does not keep paying for the finished ones. Only the logits and `SamplingParams` shape
+the distribution: no logits processor of the model's own generation_config applies.
 """
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -16,22 +16,17 @@ import torch
 
 from uniapl.errors import UniaplError
 from uniapl.train.kv_cache import kv_cache_for
+from uniapl.train.sampling import SamplingParams, SeededSampler
 
-
-@dataclass(frozen=True)
-class SamplingParams:
-    max_new_tokens: int = 128
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    do_sample: bool = True
+# called with a row's generated ids so far (its last token included); True stops the row, as not ended
+StopPredicate = Callable[[list[int]], bool]
 
 
 @dataclass
 class Completion:
     completion_ids: list[int]
     text: str
-    truncated: bool  # hit max_new_tokens before EOS
+    truncated: bool  # no EOS: the token budget ran out, or the stop predicate stopped the row
     logprobs: list[float] = field(default_factory=list)  # sampling log-probs at the sampling temperature
 
 
@@ -59,44 +54,6 @@ def sequence_seed(seed: int, step: int, index: int) -> int:
     return x & (2**63 - 1)
 
 
-class _SeededSampler:
-    """A logits processor that samples the next token itself and forces it, so HF's greedy path keeps it.
-
-    It records the log-prob of the chosen token under softmax(logits / temperature), before
-    top-k/top-p truncation, which is the distribution the training forward pass scores.
-    """
-
-    def __init__(self, params: SamplingParams, seeds: Sequence[int], prompt_len: int):
-        from transformers import TopKLogitsWarper, TopPLogitsWarper
-
-        self.params = params
-        self.seeds = list(seeds)
-        self.prompt_len = prompt_len
-        self.warpers = []
-        if params.top_k and params.top_k > 0:
-            self.warpers.append(TopKLogitsWarper(top_k=params.top_k))
-        if params.top_p < 1.0:
-            self.warpers.append(TopPLogitsWarper(top_p=params.top_p))
-        self.logprobs: list[torch.Tensor] = []
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        scaled = scores.float() / self.params.temperature
-        logprobs = torch.log_softmax(scaled, dim=-1)
-        for warp in self.warpers:
-            scaled = warp(input_ids, scaled)
-        position = input_ids.shape[1] - self.prompt_len
-        noise = torch.empty_like(scaled, device="cpu")
-        for row, seed in enumerate(self.seeds):
-            gen = torch.Generator().manual_seed((seed + position * 0x2545F4914F6CDD1D) & (2**63 - 1))
-            noise[row].uniform_(1e-20, 1.0, generator=gen)
-        gumbel = -torch.log(-torch.log(noise)).to(scaled.device)
-        chosen = torch.argmax(scaled + gumbel, dim=-1)
-        self.logprobs.append(logprobs.gather(-1, chosen[:, None]).squeeze(-1).cpu())
-        forced = torch.full_like(scores, float("-inf"))
-        forced.scatter_(-1, chosen[:, None], 0.0)
-        return forced
-
-
 @torch.no_grad()
 def generate(
     model,
@@ -106,76 +63,83 @@ def generate(
     seeds: Sequence[int] | None = None,
     batch_size: int | None = None,
     on_batch_done: Callable[[int], None] | None = None,
+    stop: StopPredicate | None = None,
 ) -> list[Completion]:
-    """Generate one completion per prompt. Sampling needs one seed per prompt (see `sequence_seed`). Only `params`
-    shape the distribution: the processors of the model's own generation_config are left out."""
-    from transformers import GenerationConfig, LogitsProcessorList
-
+    """One completion per prompt, `batch_size` prompts at a time. Sampling needs one seed per prompt (see
+    `sequence_seed`); greedy decoding (`params.do_sample` off) needs none and records no log-probs. `stop` ends a
+    row early, as truncated; it is not asked about a row whose last token is EOS."""
     if params.do_sample and (seeds is None or len(seeds) != len(prompt_ids)):
         raise ValueError("sampling needs one seed per prompt")
     eos_ids = _eos_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
-    gen_config = GenerationConfig(
-        max_new_tokens=params.max_new_tokens,
-        do_sample=False,
-        eos_token_id=eos_ids,
-        pad_token_id=pad_id,
-    )
     batch_size = batch_size or len(prompt_ids)
-    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     results: list[Completion] = []
-    for start in range(0, len(prompt_ids), batch_size):
-        chunk = [list(p) for p in prompt_ids[start : start + batch_size]]
-        width = max(len(p) for p in chunk)
-        input_ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in chunk], device=device)
-        attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=device)
-        processors = LogitsProcessorList()
-        sampler = None
-        if params.do_sample:
-            sampler = _SeededSampler(params, seeds[start : start + batch_size], width)
-            processors.append(sampler)
-        with _without_model_generation_defaults(model, gen_config):
-            out = model.generate(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                generation_config=gen_config,
-                logits_processor=processors,
-                past_key_values=kv_cache_for(model),
-            )
-        new_tokens = out[:, width:].tolist()
-        step_logprobs = torch.stack(sampler.logprobs, dim=1).tolist() if sampler else None
-        for row, tokens in enumerate(new_tokens):
-            length, truncated = _completion_length(tokens, eos_ids, params.max_new_tokens)
-            ids = tokens[:length]
-            results.append(
-                Completion(
-                    completion_ids=ids,
-                    text=tokenizer.decode(ids, skip_special_tokens=True),
-                    truncated=truncated,
-                    logprobs=step_logprobs[row][:length] if step_logprobs else [],
-                )
-            )
-        if on_batch_done:
-            on_batch_done(len(chunk))
-    model.train(was_training)
+    try:
+        for start in range(0, len(prompt_ids), batch_size):
+            chunk = [list(p) for p in prompt_ids[start : start + batch_size]]
+            chunk_seeds = list(seeds[start : start + batch_size]) if params.do_sample else [0] * len(chunk)
+            for ids, logprobs, ended in _decode(model, chunk, params, chunk_seeds, eos_ids, pad_id, stop):
+                text = tokenizer.decode(ids, skip_special_tokens=True)
+                results.append(Completion(ids, text, truncated=not ended, logprobs=logprobs if params.do_sample else []))
+            if on_batch_done:
+                on_batch_done(len(chunk))
+    finally:
+        model.train(was_training)
     return results
 
 
-@contextlib.contextmanager
-def _without_model_generation_defaults(model, gen_config):
-    """Generate with `gen_config` alone. HF fills every field that `gen_config` leaves unset from the model's own
-    generation_config, whose processors (repetition_penalty, no_repeat_ngram_size, suppress_tokens, ...) would
-    reshape the scores before the sampler draws, so rollouts would come from a distribution that training does
-    not score. The model's generation_config is put back afterwards, so saved models keep it."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft model generates with its base's
-    own = base.generation_config
-    base.generation_config = gen_config
-    try:
-        yield
-    finally:
-        base.generation_config = own
+def _decode(model, prompts: list[list[int]], params: SamplingParams, seeds: list[int], eos_ids: list[int], pad_id: int,
+            stop: StopPredicate | None) -> list[tuple[list[int], list[float], bool]]:
+    """(generated ids, their sampling log-probs, ended with EOS) of each prompt, decoded as one batch that sheds
+    its rows as they finish."""
+    device = next(model.parameters()).device
+    width = max(len(p) for p in prompts)
+    input_ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=device)
+    attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    position_ids = torch.clamp(attention_mask.cumsum(-1) - 1, min=0)
+    cache = kv_cache_for(model) or _default_cache(model)
+    sampler = SeededSampler(params)
+    eos = set(eos_ids)
+
+    live = torch.arange(len(prompts), device=device)  # the prompt index of each row still decoding
+    live_seeds = torch.tensor(seeds, dtype=torch.int64, device=device)
+    generated: list[list[int]] = [[] for _ in prompts]
+    ended = [False] * len(prompts)
+    logprobs = torch.zeros(len(prompts), params.max_new_tokens, device=device)  # moved to the host once, at the end
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
+                   use_cache=True, logits_to_keep=1).logits[:, -1]
+    next_position = position_ids[:, -1:] + 1
+    for position in range(params.max_new_tokens):
+        chosen, chosen_logprobs = sampler(logits, live_seeds, position)
+        logprobs[live, position] = chosen_logprobs
+        keep = []
+        for row, (index, token) in enumerate(zip(live.tolist(), chosen.tolist())):
+            generated[index].append(token)
+            if token in eos:
+                ended[index] = True
+            elif stop is None or not stop(generated[index]):
+                keep.append(row)
+        if not keep or position == params.max_new_tokens - 1:
+            break
+        if len(keep) < len(live):  # the finished rows leave the batch and the cache
+            kept = torch.tensor(keep, device=device)
+            cache.batch_select_indices(kept)
+            live, live_seeds, chosen = live[kept], live_seeds[kept], chosen[kept]
+            attention_mask, next_position = attention_mask[kept], next_position[kept]
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(live), 1)], dim=1)
+        logits = model(input_ids=chosen[:, None], attention_mask=attention_mask, position_ids=next_position,
+                       cache=cache, use_cache=True).logits[:, -1]
+        next_position = next_position + 1
+    logprobs = logprobs.tolist()
+    return [(ids, logprobs[i][: len(ids)], ended[i]) for i, ids in enumerate(generated)]
+
+
+def _default_cache(model):
+    from transformers import DynamicCache
+
+    return DynamicCache(config=model.config)
 
 
 def _eos_ids(model, tokenizer) -> list[int]:
@@ -186,11 +150,3 @@ def _eos_ids(model, tokenizer) -> list[int]:
     if not ids:
         raise UniaplError("the model and tokenizer define no EOS token; generation could not stop")
     return ids
-
-
-def _completion_length(tokens: list[int], eos_ids: list[int], max_new_tokens: int) -> tuple[int, bool]:
-    """Tokens up to and including the first EOS; truncated when no EOS came within the budget."""
-    for i, tok in enumerate(tokens):
-        if tok in eos_ids:
-            return i + 1, False
-    return len(tokens), len(tokens) >= max_new_tokens
