@@ -4,8 +4,8 @@ message naming the file (and line), and never costs work that was saved.
 - JSONL: errors name the line; bytes that are not UTF-8 are reported with their line and column; files that
   are appended to (responses, metrics, teacher outputs) get a half-written last line (a crash mid-append) cut.
 - Atomic writes: a file or folder is built under a temporary sibling name and renamed into place, so readers
-  see the old contents or the new ones, never half of them. Leftover staging folders (`.NAME.tmp-*`) are
-  what a killed save leaves behind; `remove_staging_folders` clears them.
+  see the old contents or the new ones, never half of them. Leftover staging files and folders
+  (`.NAME.tmp-*`) are what a killed save leaves behind; `remove_staging_leftovers` clears them.
 - Manifests: `manifest.json` lists the size and SHA-256 of each file of a saved folder, written before the
   folder is renamed into place; `verify_manifest` checks a folder against it before it is trusted.
 """
@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Iterator
 from uniapl.errors import DataError, IntegrityError, UniaplError, UniaplWarning
 
 MANIFEST = "manifest.json"
-STAGING_MARK = ".tmp-"  # staging folders are named `.{target}.tmp-XXXXXXXX`
+STAGING_MARK = ".tmp-"  # staging files and folders are named `.{target}.tmp-XXXXXXXX`
 
 
 # ---- reading ----------------------------------------------------------------------------------------
@@ -158,7 +158,7 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{STAGING_MARK}", dir=path.parent)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
@@ -208,14 +208,18 @@ def write_folder_atomically(target: str | Path, fill: Callable[[Path], None], ma
     return target
 
 
-def remove_staging_folders(root: str | Path) -> list[Path]:
-    """Delete the staging folders a killed save left in `root`; returns them."""
+def remove_staging_leftovers(root: str | Path) -> list[Path]:
+    """Delete the staging files and folders that killed writes left in `root`; returns them. Only for folders
+    that one process writes at a time (a run folder), not shared ones (the model cache)."""
     root = Path(root)
     if not root.is_dir():
         return []
-    leftovers = [p for p in root.iterdir() if p.name.startswith(".") and STAGING_MARK in p.name and p.is_dir()]
-    for folder in leftovers:
-        shutil.rmtree(folder, ignore_errors=True)
+    leftovers = [p for p in root.iterdir() if p.name.startswith(".") and STAGING_MARK in p.name]
+    for leftover in leftovers:
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
     return leftovers
 
 

@@ -84,7 +84,9 @@ class Discriminator:
                 for p in self.module.parameters():
                     if p.grad is not None:
                         p.grad = self.average_gradients(p.grad)
-            self.optimizer.step()
+            # an update with a non-finite gradient (the same on every process, after averaging) is skipped
+            if all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in self.module.parameters()):
+                self.optimizer.step()
             stats[M.DISC_LOSS] = loss.item()
         return stats
 

@@ -29,14 +29,14 @@ from uniapl.algorithms.adversarial import accuracy, adversarial_reward, adversar
 from uniapl.algorithms.dual import dual_ascent, ema, warmup_decay
 from uniapl.algorithms.presets import Components
 from uniapl.train.checkpoint import (
-    latest_checkpoint,
-    mark_latest,
     optimizer_from_files,
     optimizer_to_files,
-    prune,
+    reapply_lr_schedule,
+    remove_interrupted_saves,
     restore_rng_state,
+    resume_checkpoint,
     rng_state,
-    write_atomically,
+    save_checkpoint_folder,
 )
 from uniapl.config import UniAPLConfig
 from uniapl.train.examples import Example, examples_from_records, expert_demos, load_examples
@@ -49,6 +49,9 @@ from uniapl.train.discriminators import (
     NullDiscriminator,
 )
 from uniapl.errors import ConfigError, DataError, UniaplError, UniaplWarning
+from uniapl.io import check_output_folder, read_json, write_folder_atomically
+from uniapl.train.guard import FiniteUpdateGuard
+from uniapl.train.resume import check_resume_config
 from uniapl.train.metrics import MetricsLogger
 from uniapl.models import load_model, load_tokenizer, resolve_dtype, warn_if_bf16_is_emulated
 from uniapl.rewards import WeightedReward, resolve_reward, score
@@ -116,8 +119,9 @@ class UniAPLTrainer:
         self.accelerator = Accelerator(
             cpu=not torch.cuda.is_available(), mixed_precision="bf16" if self.train_in_bf16 else "no"
         )
-        self.output_dir = Path(cfg.training.output_dir)
+        self.output_dir = check_output_folder(cfg.training.output_dir, "training.output_dir")  # before the models load
         self.checkpoint_dir = self.output_dir / "checkpoints"
+        self.update_guard = FiniteUpdateGuard(cfg.training.max_consecutive_skipped_updates)
         self._model_arg = model
         # where the policy loads from; None when `model` is a model object, which is the policy itself
         self.start_model_name = model if isinstance(model, str) else (cfg.model.name if model is None else None)
@@ -505,7 +509,9 @@ class UniAPLTrainer:
     def _optimizer_step(self, metrics: dict) -> None:
         if self.accelerator.sync_gradients:
             metrics[M.GRAD_NORM] = float(self.accelerator.clip_grad_norm_(self.policy.parameters(), self.config.training.max_grad_norm))
-        self.optimizer.step()
+        losses_now = {name: metrics[name] for name in (M.LOSS_RL, M.LOSS_SFT) if name in metrics}
+        if self.update_guard.allows_update(self.global_step + 1, metrics.get(M.GRAD_NORM, 0.0), losses_now, metrics):
+            self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
 
@@ -515,7 +521,7 @@ class UniAPLTrainer:
             return
         a = self.config.algorithm
         metrics[M.LAMBDA], metrics[M.EPSILON] = weights.sft, a.epsilon
-        if comps.lambda_mode == "learned":
+        if comps.lambda_mode == "learned" and math.isfinite(metrics[M.C_BATCH]):  # else lambda keeps its value
             self.c_ema = ema(self.c_ema, metrics[M.C_BATCH], a.c_batch_ema)
             self.lam = dual_ascent(self.lam, self.c_ema, a.epsilon, a.eta_lambda, a.lambda_max)
 
@@ -530,7 +536,7 @@ class UniAPLTrainer:
         texts = [c.text for c in completions]
         completions_arg = [[{"role": "assistant", "content": t}] for t in texts] if conversational else texts
         columns["completion_ids"] = [c.completion_ids for c in completions]
-        totals, per_function = score(self.rewards, prompts, completions_arg, columns)
+        totals, per_function = score(self.rewards, prompts, completions_arg, columns, rows=[e.where for e in examples])
         return torch.tensor(totals, dtype=torch.float32), per_function
 
     @torch.no_grad()
@@ -571,18 +577,16 @@ class UniAPLTrainer:
                     optimizer_to_files(self.discriminator.optimizer, folder, "discriminator_optimizer")
                 (folder / "trainer_state.json").write_text(json.dumps({**self._state(), "rng": meta}, indent=1))
 
-            name = f"step-{self.global_step:06d}"
-            write_atomically(self.checkpoint_dir, name, fill)
-            mark_latest(self.checkpoint_dir, name)
-            prune(self.checkpoint_dir, self.config.training.save_total_limit)
+            save_checkpoint_folder(self.checkpoint_dir, self.global_step, fill, self.config, self.config.training.save_total_limit)
         self.accelerator.wait_for_everyone()
 
     def _restore(self, folder: Path) -> None:
         from safetensors.torch import load_file
 
-        state = json.loads((folder / "trainer_state.json").read_text())
+        state = read_json(folder / "trainer_state.json")
         optimizer_from_files(self._raw_optimizer(), folder, "optimizer")
         self.scheduler.load_state_dict(state["scheduler"])
+        reapply_lr_schedule(self.scheduler)
         for key in ("global_step", "stage_index", "stage_step", "prompt_cursor", "demo_cursor"):
             setattr(self, key, state[key])
         self.lam, self.c_ema = state["lambda"], state["c_ema"]
@@ -597,10 +601,16 @@ class UniAPLTrainer:
     def train(self, resume: bool = False) -> Path:
         """Run every stage to the end; returns the folder of the final model (`output_dir/final`)."""
         cfg = self.config
-        resume_from = latest_checkpoint(self.checkpoint_dir) if resume else None
+        if self.accelerator.is_main_process:
+            remove_interrupted_saves(self.output_dir)
+        resume_from = resume_checkpoint(self.checkpoint_dir) if resume else None
         if resume and resume_from is None and self.accelerator.is_main_process:
             print(f"uniapl: no checkpoint in {self.checkpoint_dir}; starting from step 0")
-        state = json.loads((resume_from / "trainer_state.json").read_text()) if resume_from else None
+        state = read_json(resume_from / "trainer_state.json") if resume_from else None
+        if state is not None:
+            changed = check_resume_config(resume_from, cfg, state["global_step"])
+            if changed and self.accelerator.is_main_process:
+                print(f"uniapl: resuming {resume_from.name} with these changes: {'; '.join(changed)}")
         set_seed(cfg.training.seed)  # the discriminator's initialization, dropout and any other global RNG use
         self._build_models(str(resume_from / "model") if resume_from else None)
         stages = cfg.stages()
@@ -656,6 +666,6 @@ class UniAPLTrainer:
                 model.save_pretrained(staging)
                 self.tokenizer.save_pretrained(staging)
 
-            write_atomically(folder.parent, folder.name, fill)
+            write_folder_atomically(folder, fill)
         self.accelerator.wait_for_everyone()
 
