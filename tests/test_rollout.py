@@ -110,18 +110,18 @@ def test_the_stop_predicate_ends_a_row_as_truncated(model_and_tokenizer):
     free = generate(model, tokenizer, ids, params, seeds)
     asked = []
 
-    def stop(generated: list[int]) -> bool:
+    def stop(row: int, generated: list[int]) -> bool:
         asked.append(list(generated))
-        return len(generated) >= 3 and generated[-1] % 2 == 0
+        return len(generated) >= 3 + row and generated[-1] % 2 == 0
 
-    stopped = generate(model, tokenizer, ids, params, seeds, stop=stop)
+    stopped = generate(model, tokenizer, ids, params, seeds, stop=stop, batch_size=2)  # rows keep their index across batches
     eos = set(model.generation_config.eos_token_id)
     assert any(s.truncated and len(s.completion_ids) < 24 for s in stopped)
-    for s, f in zip(stopped, free):
+    for row, (s, f) in enumerate(zip(stopped, free)):
         assert f.completion_ids[: len(s.completion_ids)] == s.completion_ids  # the same draws, cut where it stopped
         assert s.logprobs == pytest.approx(f.logprobs[: len(s.logprobs)], abs=1e-5)
         if s.truncated and len(s.completion_ids) < 24:
-            assert stop(s.completion_ids)
+            assert stop(row, s.completion_ids) and len(s.completion_ids) >= 3 + row
         elif not s.truncated:
             assert s.completion_ids == f.completion_ids and s.completion_ids[-1] in eos
     assert not any(a[-1] in eos for a in asked)  # never asked about a row that ended

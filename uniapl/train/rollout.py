@@ -18,8 +18,9 @@ from uniapl.errors import UniaplError
 from uniapl.train.kv_cache import kv_cache_for
 from uniapl.train.sampling import SamplingParams, SeededSampler
 
-# called with a row's generated ids so far (its last token included); True stops the row, as not ended
-StopPredicate = Callable[[list[int]], bool]
+# called with a row's index in `prompt_ids` and its generated ids so far (its last token included); True
+# stops the row, as not ended
+StopPredicate = Callable[[int, list[int]], bool]
 
 
 @dataclass
@@ -80,7 +81,8 @@ def generate(
         for start in range(0, len(prompt_ids), batch_size):
             chunk = [list(p) for p in prompt_ids[start : start + batch_size]]
             chunk_seeds = list(seeds[start : start + batch_size]) if params.do_sample else [0] * len(chunk)
-            for ids, logprobs, ended in _decode(model, chunk, params, chunk_seeds, eos_ids, pad_id, stop):
+            chunk_stop = (lambda row, ids, offset=start: stop(offset + row, ids)) if stop else None
+            for ids, logprobs, ended in _decode(model, chunk, params, chunk_seeds, eos_ids, pad_id, chunk_stop):
                 text = tokenizer.decode(ids, skip_special_tokens=True)
                 results.append(Completion(ids, text, truncated=not ended, logprobs=logprobs if params.do_sample else []))
             if on_batch_done:
@@ -119,7 +121,7 @@ def _decode(model, prompts: list[list[int]], params: SamplingParams, seeds: list
             generated[index].append(token)
             if token in eos:
                 ended[index] = True
-            elif stop is None or not stop(generated[index]):
+            elif stop is None or not stop(index, generated[index]):
                 keep.append(row)
         if not keep or position == params.max_new_tokens - 1:
             break
