@@ -20,7 +20,7 @@ import pytest
 from uniapl.cli import main
 from uniapl.datatools.build_if import build_if_rows
 from uniapl.io import write_jsonl_atomic
-from uniapl.datatools.quality import QualityRules, judge, passes, repeated_ngram_rate
+from uniapl.datatools.quality import QualityRules, judge, loop_is_certain, passes, repeated_ngram_rate
 from uniapl.datatools.teach import (
     DROPPED, FAILED, REPAIRED, SAMPLED, EndpointTeacher, LocalTeacher, Refused, Request, Sample, Sampling, TeacherUnavailable,
     attach_demonstrations, status_path, teach,
@@ -58,6 +58,17 @@ def test_the_funnel_keeps_a_real_answer_and_rejects_each_kind_of_bad_sample():
               "et les crabes se cachent sous les pierres.\np.s. apporte un seau.")
     postscript_only = {**ROW, "instruction_id_list": ROW["instruction_id_list"][1:], "kwargs": ROW["kwargs"][1:]}
     assert verdicts(french, row=postscript_only)["strict"] and not verdicts(french, row=postscript_only)["language"]
+
+
+def test_a_sample_is_given_up_only_once_no_continuation_could_pass_the_loop_filter():
+    loop = "the tide comes in and the tide goes out " * 8
+    assert repeated_ngram_rate(loop, 4) > RULES.max_repeated_ngrams
+    assert loop_is_certain(ROW, loop, tokens_left=10, rules=RULES)
+    # with room left, enough new words could still bring the rate under the threshold
+    assert not loop_is_certain(ROW, loop, tokens_left=400, rules=RULES)
+    assert not loop_is_certain(ROW, GOOD, tokens_left=0, rules=RULES)
+    two = {**ROW, "instruction_id_list": ["combination:two_responses"], "kwargs": [{}]}
+    assert not loop_is_certain(two, loop, tokens_left=0, rules=RULES)  # judged per response, at the end
 
 
 def test_the_filters_follow_what_the_prompt_asks():
@@ -221,7 +232,7 @@ def test_endpoint_teacher_against_a_real_server(openai_server, prompts_file, tmp
     sampling = Sampling(samples=2, round_size=2, params=SamplingParams(max_new_tokens=8))
     teacher = EndpointTeacher(openai_server, sampling, timeout=60, retries=1, concurrency=2)
     assert teacher.model == resolve_model_path(TINY)  # the first model the server lists
-    request = Request([{"role": "user", "content": "Say hi."}], seed=1, max_new_tokens=8, prompt_index=0)
+    request = Request({**ROW, "prompt": [{"role": "user", "content": "Say hi."}]}, seed=1, max_new_tokens=8, prompt_index=0)
     samples = teacher.draw([request, replace(request, seed=2)])
     assert len(samples) == 2 and all(isinstance(s, Sample) and isinstance(s.text, str) for s in samples)
     assert teacher.supports_n is not None  # learned from the first two-sample call
@@ -306,7 +317,8 @@ def faulty_server():
 
 
 def _draw(teacher, word, k=2):
-    requests = [Request([{"role": "user", "content": f"{word} please"}], seed=i, max_new_tokens=8, prompt_index=0) for i in range(k)]
+    row = {**ROW, "prompt": [{"role": "user", "content": f"{word} please"}]}
+    requests = [Request(row, seed=i, max_new_tokens=8, prompt_index=0) for i in range(k)]
     return teacher.draw(requests)
 
 

@@ -56,7 +56,7 @@ def run(args) -> int:
     sampling = Sampling(args.samples, args.round_size, args.enough, args.seed,
                         SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p))
     rules = QualityRules(max_repeated_ngrams=args.max_repeated_ngrams, min_words=args.min_words)
-    teacher = make_teacher(args.teacher, sampling, args.dtype, args.batch_size, args.teacher_model, args.timeout, args.retries, args.concurrency)
+    teacher = make_teacher(args.teacher, sampling, args.dtype, args.batch_size, args.teacher_model, args.timeout, args.retries, args.concurrency, rules)
     stats = teach(args.prompts, args.out, teacher, sampling, rules, use_repair=args.repair, limit=args.limit)
     print(f"{stats['prompts']} prompts: {stats['sampled']} with a demonstration ({stats['solved_rate']:.1%}), "
           f"{stats['repaired']} repaired, {stats['dropped']} dropped, {stats['failed']} refused by the endpoint")

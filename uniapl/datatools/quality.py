@@ -29,6 +29,7 @@ class QualityRules:
 
 
 MIN_WORDS_FOR_LANGUAGE = 8
+WORDS_PER_TOKEN = 2  # a generous bound: a subword token rarely adds even one whole word
 # the funnel, in order: a candidate is kept only if it passes every stage
 FUNNEL = ("ended", "strict", "no_loop", "no_echo", "content", "language")
 
@@ -81,6 +82,21 @@ def is_loop(row: dict, body: str, rules: QualityRules) -> bool:
     """Any part of the answer (each of two responses on its own) over the repeated n-gram threshold."""
     parts = body.split("******") if TWO_RESPONSES in row["instruction_id_list"] else [body]
     return any(repeated_ngram_rate(part, rules.loop_ngram) > rules.max_repeated_ngrams for part in parts)
+
+
+def loop_is_certain(row: dict, text: str, tokens_left: int, rules: QualityRules) -> bool:
+    """Whether a sample still being generated can no longer pass the loop filter, however it goes on.
+
+    Repeated n-grams never stop counting as repeated, and each further token adds at most
+    `WORDS_PER_TOKEN` words (so at most that many new n-grams): if even that many new, all-distinct
+    n-grams would leave the rate over the threshold, the sample is lost. Prompts whose loop filter
+    looks at parts of the answer (a repeated request, two responses) are never judged early.
+    """
+    if REPEAT_PROMPT in row["instruction_id_list"] or TWO_RESPONSES in row["instruction_id_list"]:
+        return False
+    grams = ngrams(words(text), rules.loop_ngram)
+    repeated = len(grams) - len(set(grams))
+    return repeated > rules.max_repeated_ngrams * (len(grams) + WORDS_PER_TOKEN * tokens_left)
 
 
 def judge(row: dict, response: str, ended: bool, rules: QualityRules) -> tuple[dict[str, bool], list[bool]]:

@@ -30,7 +30,7 @@ from itertools import groupby
 from pathlib import Path
 
 from uniapl.io import append_jsonl, read_jsonl, read_resumable_jsonl, write_json_atomic, write_jsonl_atomic
-from uniapl.datatools.quality import FUNNEL, NUMBER_WORDS, QualityRules, judge, passes
+from uniapl.datatools.quality import FUNNEL, NUMBER_WORDS, QualityRules, judge, loop_is_certain, passes
 from uniapl.datatools.repair import repair
 from uniapl.errors import UniaplError
 from uniapl.ifeval.prompts import load_constraint_rows
@@ -64,10 +64,14 @@ class Sampling:
 
 @dataclass(frozen=True)
 class Request:
-    prompt: object  # messages or a string
+    row: dict  # the constraint row: its prompt, and the instructions a sample is judged by
     seed: int
     max_new_tokens: int
     prompt_index: int  # the prompt's position in the file: requests of one prompt may share a call
+
+    @property
+    def prompt(self):
+        return self.row["prompt"]
 
 
 @dataclass(frozen=True)
@@ -85,14 +89,19 @@ class Refused:
 
 
 class LocalTeacher:
-    """A local HF model, batched; seeded per sample, so reruns repeat it."""
+    """A local HF model, batched; seeded per sample, so reruns repeat it. A sample that can no longer pass
+    the loop filter (`quality.loop_is_certain`, checked every LOOP_CHECK_EVERY tokens) stops early, as
+    not ended, and leaves the batch."""
 
-    def __init__(self, model: str, sampling: Sampling, dtype: str = "auto", batch_size: int = 64):
+    LOOP_CHECK_EVERY = 16
+
+    def __init__(self, model: str, sampling: Sampling, dtype: str = "auto", batch_size: int = 64, rules: QualityRules = QualityRules()):
         from uniapl.models import load_model_and_tokenizer
 
         self.model, self.tokenizer = load_model_and_tokenizer(model, dtype)
         self.params = sampling.params
         self.batch_size = batch_size
+        self.rules = rules
         self.chunk_size = max(1, batch_size // sampling.round_size)  # prompts whose round fills one batch
 
     def draw(self, requests: list[Request]) -> list[Sample]:
@@ -100,9 +109,16 @@ class LocalTeacher:
         by_budget = sorted(range(len(requests)), key=lambda i: requests[i].max_new_tokens)
         for budget, group in groupby(by_budget, key=lambda i: requests[i].max_new_tokens):
             indices = list(group)
+
+            def lost_to_a_loop(row: int, ids: list[int]) -> bool:
+                if len(ids) % self.LOOP_CHECK_EVERY:
+                    return False
+                text = self.tokenizer.decode(ids, skip_special_tokens=True)
+                return loop_is_certain(requests[indices[row]].row, text, budget - len(ids), self.rules)
+
             prompt_ids = encode_prompts(self.tokenizer, [requests[i].prompt for i in indices])
             completions = generate(self.model, self.tokenizer, prompt_ids, replace(self.params, max_new_tokens=budget),
-                                   seeds=[requests[i].seed for i in indices], batch_size=self.batch_size)
+                                   seeds=[requests[i].seed for i in indices], batch_size=self.batch_size, stop=lost_to_a_loop)
             for i, c in zip(indices, completions):
                 mean = sum(c.logprobs) / len(c.logprobs) if c.logprobs else None
                 out[i] = Sample(c.text, not c.truncated, mean)
@@ -266,11 +282,11 @@ def _samples_of(answer) -> list[Sample]:
 
 
 def make_teacher(teacher: str, sampling: Sampling, dtype: str = "auto", batch_size: int = 64, teacher_model: str | None = None,
-                 timeout: float = 120.0, retries: int = 3, concurrency: int = 4):
+                 timeout: float = 120.0, retries: int = 3, concurrency: int = 4, rules: QualityRules = QualityRules()):
     """An http(s) URL is an endpoint; anything else is a local model or alias."""
     if teacher.startswith(("http://", "https://")):
         return EndpointTeacher(teacher, sampling, teacher_model, timeout, retries, concurrency)
-    return LocalTeacher(teacher, sampling, dtype, batch_size)
+    return LocalTeacher(teacher, sampling, dtype, batch_size, rules)
 
 
 @dataclass
@@ -373,7 +389,7 @@ def teach(prompts: str, out: str, teacher, sampling: Sampling, rules: QualityRul
                 for work in active:
                     for number in work.next_round(sampling):
                         owners.append(work)
-                        requests.append(Request(work.row["prompt"], sequence_seed(sampling.seed, number, work.index), work.budget, work.index))
+                        requests.append(Request(work.row, sequence_seed(sampling.seed, number, work.index), work.budget, work.index))
                 for work, sample in zip(owners, teacher.draw(requests)):
                     work.add(sample, rules)
                 finished = [work for work in active if work.finished(sampling)]
