@@ -213,11 +213,19 @@ def test_checkpoint_has_no_pickle_and_survives_a_crashed_save(tiny_overrides, tm
     # demonstration-only micro-batches, with no loss term
     (["algorithm.name=grpo", "algorithm.use_adversarial=true"], "training.micro_batch_size=1"),
     (["algorithm.name=uniapl"], "model.gradient_checkpointing=true"),
-    (["algorithm.name=uniapl", "model.lora.enabled=true", "model.lora.target_modules=[q_proj,v_proj]"], "model.gradient_checkpointing=true"),
+    # each prompt forwarded once per pass (the default) or once per row: a group, LUFFY's member, the reference model
+    (["algorithm.name=luffy", "algorithm.beta_kl=0.1"], "training.share_prompt_prefix=false"),
+    (["algorithm.name=uniapl", "training.micro_batch_size=3"], "training.share_prompt_prefix=false"),
+    # LoRA without dropout: a prompt forwarded once per group draws one dropout mask where per-row passes draw several
+    (["algorithm.name=uniapl", "model.lora.enabled=true", "model.lora.target_modules=[q_proj,v_proj]", "model.lora.dropout=0.0"],
+     "model.gradient_checkpointing=true"),
 ])
 def test_memory_savers_give_the_same_update(settings, memory_saver, tiny_model, tiny_overrides, tmp_path):
-    """Micro-batches (rows split over several passes) and activation checkpointing change memory, not the update."""
-    common = tiny_overrides + ADVERSARIAL_FROM_STEP_0 + settings + ["training.learning_rate=1e-3", "algorithm.discriminator.learning_rate=1e-2"]
+    """Micro-batches (rows split over several passes), activation checkpointing and shared prompt passes change memory
+    and time, not the update."""
+    # Adam's eps at 1e-6: with 1e-8 an element whose gradient is ~1e-8 moves by about +-lr on float noise alone
+    common = tiny_overrides + ADVERSARIAL_FROM_STEP_0 + settings + ["training.learning_rate=1e-3", "algorithm.discriminator.learning_rate=1e-2",
+                                                                    "training.adam_epsilon=1e-6"]
     runs = {}
     for name, extra in [("whole", []), ("micro", [memory_saver])]:
         config = UniAPLConfig.from_yaml(None, common + extra + [f"training.output_dir={tmp_path / name}"])

@@ -131,6 +131,9 @@ class TrainingConfig:
     # rows (rollouts + demonstrations) per forward/backward pass; gradients add up over the step's
     # micro-batches, so the update is the same and activation memory is smaller (None = all rows at once)
     micro_batch_size: Optional[int] = None
+    # rows with the same prompt (a prompt's rollouts, its LUFFY member, its paired demonstration) forward it once
+    # per pass and share its KV cache, gradients included; off, or with gradient checkpointing, each row forwards it
+    share_prompt_prefix: bool = True
     learning_rate: float = 1e-6
     weight_decay: float = 0.0
     adam_beta1: float = 0.9

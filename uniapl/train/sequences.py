@@ -1,8 +1,10 @@
 """Prompt + completion sequences as padded tensors, and the per-token log-probs a model gives them.
 
-Prompts are left-padded and completions right-padded, so every completion starts at the same column:
-the forward pass then only computes logits for the completion columns (`logits_to_keep`), and
-position ids follow the attention mask exactly as they do during generation.
+Prompts are left-padded and completions right-padded, so every completion starts at the same column, and
+position ids follow the attention mask exactly as they do during generation. `score_tokens` runs the
+model without its output layer and applies that layer in chunks (uniapl.train.lm_head), so no pass holds
+full-vocabulary logits; and with `share_prefix`, rows with the same prompt (a prompt's rollouts, its LUFFY
+member, its paired demonstration) forward that prompt once and attend to its KV cache, gradients included.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 
 from uniapl.algorithms.adversarial import mean_pool
+from uniapl.train.lm_head import chunked_token_logprobs, head_is_last, headless, unwrapped
 
 
 @dataclass
@@ -21,6 +25,7 @@ class SequenceBatch:
     attention_mask: torch.Tensor  # [B, P + C]
     completion_mask: torch.Tensor  # [B, C], 1 on real completion tokens
     prompt_width: int  # P
+    prompt_index: torch.Tensor  # [B]: rows with the same prompt ids have the same index
 
     @property
     def completion_ids(self) -> torch.Tensor:
@@ -32,46 +37,34 @@ class SequenceBatch:
 
     def select(self, rows: torch.Tensor) -> "SequenceBatch":
         """A subset of the rows, with the same widths (a micro-batch)."""
-        return SequenceBatch(self.input_ids[rows], self.attention_mask[rows], self.completion_mask[rows], self.prompt_width)
+        return SequenceBatch(self.input_ids[rows], self.attention_mask[rows], self.completion_mask[rows], self.prompt_width,
+                             self.prompt_index[rows])
+
+    def trimmed(self) -> "SequenceBatch":
+        """Without the prompt columns that are padding in every row, nor the completion columns past the longest."""
+        prompt_pad = int((self.attention_mask[:, : self.prompt_width].sum(0) == 0).sum())
+        width = max(int(self.completion_mask.sum(-1).max()), 1)
+        columns = slice(prompt_pad, self.prompt_width + width)
+        return SequenceBatch(self.input_ids[:, columns], self.attention_mask[:, columns], self.completion_mask[:, :width],
+                             self.prompt_width - prompt_pad, self.prompt_index)
 
     def to(self, device) -> "SequenceBatch":
-        return SequenceBatch(
-            self.input_ids.to(device), self.attention_mask.to(device), self.completion_mask.to(device), self.prompt_width
-        )
+        return SequenceBatch(self.input_ids.to(device), self.attention_mask.to(device), self.completion_mask.to(device),
+                             self.prompt_width, self.prompt_index.to(device))
 
 
 def pack(prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], pad_id: int) -> SequenceBatch:
     prompt_width = max(len(p) for p in prompt_ids)
     completion_width = max(max(len(c) for c in completion_ids), 1)
-    rows, masks, completion_masks = [], [], []
+    rows, masks, completion_masks, index = [], [], [], {}
     for p, c in zip(prompt_ids, completion_ids):
         left, right = prompt_width - len(p), completion_width - len(c)
         rows.append([pad_id] * left + list(p) + list(c) + [pad_id] * right)
         masks.append([0] * left + [1] * (len(p) + len(c)) + [0] * right)
         completion_masks.append([1] * len(c) + [0] * right)
-    return SequenceBatch(torch.tensor(rows), torch.tensor(masks), torch.tensor(completion_masks, dtype=torch.float32), prompt_width)
-
-
-@dataclass
-class ForwardOutput:
-    logits: torch.Tensor  # [B, C, V]: the logits that predict each completion token
-    hidden: torch.Tensor | None  # [B, C, H]: last hidden states at the completion tokens
-
-
-def forward_completions(model, batch: SequenceBatch, return_hidden: bool = False) -> ForwardOutput:
-    """One forward pass that keeps only what predicts the completion tokens."""
-    completion_width = batch.completion_mask.shape[1]
-    out = model(
-        input_ids=batch.input_ids,
-        attention_mask=batch.attention_mask,
-        position_ids=batch.position_ids,
-        logits_to_keep=completion_width + 1,
-        output_hidden_states=return_hidden,
-        use_cache=False,
-    )
-    hidden = out.hidden_states[-1][:, batch.prompt_width :] if return_hidden else None
-    # logit at column j predicts token j + 1; the last kept column predicts nothing
-    return ForwardOutput(logits=out.logits[:, :-1], hidden=hidden)
+        index.setdefault(tuple(p), len(index))
+    return SequenceBatch(torch.tensor(rows), torch.tensor(masks), torch.tensor(completion_masks, dtype=torch.float32), prompt_width,
+                         torch.tensor([index[tuple(p)] for p in prompt_ids]))
 
 
 @dataclass
@@ -84,29 +77,83 @@ class TokenScores:
     pooled: torch.Tensor | None  # [B, H]
 
 
-def score_tokens(model, batch: SequenceBatch, temperatures: torch.Tensor, pool: bool = False) -> TokenScores:
-    """Log-probs and entropies of every row's completion tokens, each row at its temperature."""
-    out = forward_completions(model, batch, return_hidden=pool)
-    logits = out.logits / temperatures.to(out.logits.dtype)[:, None, None]
+def score_tokens(model, batch: SequenceBatch, temperatures: torch.Tensor, pool: bool = False,
+                 share_prefix: bool = False) -> TokenScores:
+    """Log-probs and entropies of every row's completion tokens, each row at its temperature (0 on padding).
+    `pool` adds the rows' mean last hidden states over their completion tokens (detached). `share_prefix`
+    forwards each distinct prompt once, where the model allows it (see `can_share_prefix`)."""
+    part = batch.trimmed()
+    width = batch.completion_mask.shape[1]
+    if not head_is_last(model):
+        return _full_logits_scores(model, part, temperatures, pool, width)
+    mask = part.completion_mask.bool()
+    shared = share_prefix and len(torch.unique(part.prompt_index)) < len(part.prompt_index) and can_share_prefix(model)
+    with headless(model) as head:
+        hidden = _prefix_shared_hidden(model, part) if shared else _packed_hidden(model, part)
+    inverse_temperature = (1.0 / temperatures.float())[:, None].expand(mask.shape)[mask]
+    logp, token_entropy = chunked_token_logprobs(hidden[:, :-1][mask], head.weight, part.completion_ids[mask], inverse_temperature)
+    zeros = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
+    pooled = mean_pool(hidden[:, 1:].detach(), part.completion_mask) if pool else None
+    return TokenScores(_widen(zeros.masked_scatter(mask, logp), width), _widen(zeros.masked_scatter(mask, token_entropy), width), pooled)
+
+
+def can_share_prefix(model) -> bool:
+    """A prompt's KV cache stands in for its forward pass where every layer attends to all earlier tokens
+    (sliding-window or linear-attention layers keep a different cache)."""
+    text_config = unwrapped(model).config.get_text_config(decoder=True)
+    layer_types = getattr(text_config, "layer_types", None)
+    if layer_types:
+        return all(t == "full_attention" for t in layer_types)
+    return not getattr(text_config, "sliding_window", None)
+
+
+def _widen(values: torch.Tensor, width: int) -> torch.Tensor:
+    """[B, C'] -> [B, width], zeros on the right."""
+    return F.pad(values, (0, width - values.shape[1]))
+
+
+def _packed_hidden(model, batch: SequenceBatch) -> torch.Tensor:
+    """[B, C + 1, H]: last hidden states from the last prompt token on; column j predicts completion token j."""
+    return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
+                 logits_to_keep=batch.completion_mask.shape[1] + 1, use_cache=False).logits
+
+
+def _prefix_shared_hidden(model, batch: SequenceBatch) -> torch.Tensor:
+    """`_packed_hidden` with each distinct prompt forwarded once: its KV cache is gathered to its rows, which
+    then forward their completions alone. Gradients flow through the gathered cache into the prompt's pass."""
+    from transformers import DynamicCache
+
+    rows = len(batch.prompt_index)
+    _, row_prompt = torch.unique(batch.prompt_index, return_inverse=True)
+    first_row = torch.full((int(row_prompt.max()) + 1,), rows, device=row_prompt.device)
+    first_row = first_row.scatter_reduce(0, row_prompt, torch.arange(rows, device=row_prompt.device), "amin")
+    prompt_ids = batch.input_ids[first_row, : batch.prompt_width]
+    prompt_mask = batch.attention_mask[first_row, : batch.prompt_width]
+    cache = DynamicCache(config=unwrapped(model).config)
+    last_prompt_hidden = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=torch.clamp(prompt_mask.cumsum(-1) - 1, min=0),
+                               cache=cache, use_cache=True, logits_to_keep=1).logits
+    cache.batch_select_indices(row_prompt)
+    completion_width = batch.completion_mask.shape[1]
+    prompt_length = prompt_mask.sum(-1)[row_prompt]
+    position_ids = prompt_length[:, None] + torch.arange(completion_width, device=prompt_length.device)
+    attention_mask = torch.cat([prompt_mask[row_prompt], batch.attention_mask[:, batch.prompt_width :]], dim=1)
+    completion_hidden = model(input_ids=batch.completion_ids, attention_mask=attention_mask, position_ids=position_ids,
+                              cache=cache, use_cache=True, logits_to_keep=completion_width).logits
+    return torch.cat([last_prompt_hidden[row_prompt], completion_hidden], dim=1)
+
+
+def _full_logits_scores(model, batch: SequenceBatch, temperatures: torch.Tensor, pool: bool, width: int) -> TokenScores:
+    """For models whose logits are more than their output layer's product (soft-capped, scaled): the full logits."""
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
+                logits_to_keep=batch.completion_mask.shape[1] + 1, output_hidden_states=pool, use_cache=False)
+    # logit at column j predicts completion token j; the last kept column predicts nothing
+    logits = out.logits[:, :-1].float() / temperatures.float()[:, None, None]
+    logp = torch.log_softmax(logits, dim=-1)
     with torch.no_grad():
-        token_entropy = entropy(logits)
-    pooled = mean_pool(out.hidden.detach(), batch.completion_mask) if pool else None
-    return TokenScores(gather_logprobs(logits, batch.completion_ids), token_entropy, pooled)
-
-
-def gather_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """log softmax(logits / T)[target], without materializing the full log-softmax."""
-    logits = logits.float()
-    if temperature != 1.0:
-        logits = logits / temperature
-    chosen = logits.gather(-1, targets[..., None]).squeeze(-1)
-    return chosen - torch.logsumexp(logits, dim=-1)
-
-
-def entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy of each next-token distribution ([B, C, V] -> [B, C])."""
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    return -(logp.exp() * logp).sum(-1)
+        token_entropy = -(logp.exp() * logp).sum(-1)
+    pooled = mean_pool(out.hidden_states[-1][:, batch.prompt_width :].detach(), batch.completion_mask) if pool else None
+    chosen = logp.gather(-1, batch.completion_ids[..., None]).squeeze(-1) * batch.completion_mask
+    return TokenScores(_widen(chosen, width), _widen(token_entropy * batch.completion_mask, width), pooled)
 
 
 @torch.no_grad()
@@ -123,7 +170,6 @@ def completion_logprobs(
     out: list[list[float]] = []
     for start in range(0, len(prompt_ids), batch_size):
         batch = pack(prompt_ids[start : start + batch_size], completion_ids[start : start + batch_size], pad_id).to(device)
-        logits = forward_completions(model, batch).logits
-        logp = gather_logprobs(logits, batch.completion_ids, temperature)
+        logp = score_tokens(model, batch, torch.full((len(batch.input_ids),), temperature, device=device)).logp
         out.extend(row[mask.bool()].tolist() for row, mask in zip(logp, batch.completion_mask))
     return out

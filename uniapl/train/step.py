@@ -67,13 +67,15 @@ class BatchLayout:
         rl, on_policy, demo = kind(ROLLOUT, EXPERT_MEMBER), kind(ROLLOUT), kind(DEMO)
         mask = batch.completion_mask
         size = micro_batch_size or len(rows)
+        # rows with one prompt go to the same pass, which then forwards that prompt once
+        order = torch.argsort(batch.prompt_index, stable=True).to(device)
         return cls(
             batch=batch, rl=rl, on_policy=on_policy, demo=demo,
             temperatures=torch.where(rl, temperature, 1.0).float(),
             n_rl_tokens=global_sum(mask[rl].sum().item()),
             n_rl_seqs=global_sum(rl.sum().item()),
             n_demo_tokens=global_sum(mask[demo].sum().item()),
-            micro_batches=[torch.arange(s, min(s + size, len(rows)), device=device) for s in range(0, len(rows), size)],
+            micro_batches=[order[s : s + size] for s in range(0, len(rows), size)],
         )
 
     @property

@@ -56,7 +56,7 @@ from uniapl.train.metrics import MetricsLogger
 from uniapl.models import load_model, load_tokenizer, resolve_dtype, warn_if_bf16_is_emulated
 from uniapl.rewards import WeightedReward, resolve_reward, score
 from uniapl.train.rollout import Completion, SamplingParams, encode_prompts, generate, sequence_seed
-from uniapl.train.sequences import score_tokens
+from uniapl.train.sequences import TokenScores, score_tokens
 from uniapl.train.step import (
     DEMO,
     EXPERT_MEMBER,
@@ -250,6 +250,8 @@ class UniAPLTrainer:
             if lora:
                 policy.enable_input_require_grads()
         policy.config.use_cache = False
+        # a prompt's KV cache cannot be kept through activation checkpointing's recomputed layers
+        self.share_prefix = self.config.training.share_prompt_prefix and not cfg.gradient_checkpointing
         self.policy = policy.to(self.accelerator.device)
         # a bf16 copy for generation: bf16 decodes about 2x faster, training keeps fp32 master weights
         self.rollout_model = self.policy
@@ -422,15 +424,20 @@ class UniAPLTrainer:
         first iteration's own passes fill in the first pass, so no row is forwarded twice."""
         ref_logp = None
         if self.ref_model is not None and comps.use_rl:
-            ref_logp = torch.cat([score_tokens(self.ref_model, layout.batch.select(idx), layout.temperatures[idx]).logp
-                                  for idx in layout.micro_batches])
+            ref_logp = torch.zeros_like(layout.mask)
+            for idx in layout.micro_batches:
+                ref_logp[idx] = self._token_scores(self.ref_model, layout, idx).logp
         first = FirstPass(layout, ref_logp)
         if discriminator.needs_pooled and len(layout.micro_batches) > 1:
             self.policy.train()
             for idx in layout.micro_batches:
                 with self.accelerator.autocast():
-                    first.record(idx, score_tokens(self.policy, layout.batch.select(idx), layout.temperatures[idx], pool=True))
+                    first.record(idx, self._token_scores(self.policy, layout, idx, pool=True))
         return first
+
+    def _token_scores(self, model, layout: BatchLayout, idx: torch.Tensor, pool: bool = False) -> TokenScores:
+        """One pass of `model` over the rows `idx`."""
+        return score_tokens(model, layout.batch.select(idx), layout.temperatures[idx], pool=pool, share_prefix=self.share_prefix)
 
     def _step_loss(self, comps: Components, member: GroupMember, stage_steps: int) -> StepLoss:
         r, d = self.config.rollout, self.config.data
@@ -481,7 +488,7 @@ class UniAPLTrainer:
         what the first pass has not."""
         self.policy.train()
         with self.accelerator.autocast(), contextlib.nullcontext() if sync else self.accelerator.no_sync(self.policy):
-            scores = score_tokens(self.policy, layout.batch.select(idx), layout.temperatures[idx], pool=pool and not first.complete)
+            scores = self._token_scores(self.policy, layout, idx, pool=pool and not first.complete)
         first.record(idx, scores)
         return scores.logp
 
