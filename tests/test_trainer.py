@@ -241,3 +241,22 @@ def test_memory_savers_give_the_same_update(settings, memory_saver, tiny_model, 
     for key in ["loss/rl", "loss/sft", "c_batch", "lambda", "entropy", "clip/high_frac", "kl", "disc/acc_policy", "reward/mean"]:
         if key in whole:
             assert math.isclose(whole[key], micro[key], rel_tol=1e-4, abs_tol=1e-6), key
+
+
+def test_bf16_trains_fp32_master_weights_in_autocast(tiny_overrides, monkeypatch):
+    """model.dtype bf16 (what `auto` picks on hardware with bf16, CPUs included): the policy keeps fp32 weights, every
+    training pass runs in bf16 autocast (the reference model's too, so the KL before any update is 0), and the
+    rollouts come from a bf16 copy."""
+    import uniapl.train.trainer as trainer_module
+
+    in_autocast, score = [], trainer_module.score_tokens
+    monkeypatch.setattr(trainer_module, "score_tokens", lambda *a, **k: in_autocast.append(torch.is_autocast_enabled("cpu")) or score(*a, **k))
+    config = UniAPLConfig.from_yaml(None, tiny_overrides + ["model.dtype=bf16", "algorithm.name=uniapl", "algorithm.beta_kl=0.1",
+                                                            "training.max_steps=1"])
+    trainer = UniAPLTrainer(args=config)
+    row = read_metrics(trainer.train().parent)[0]
+    assert in_autocast and all(in_autocast)
+    assert {p.dtype for p in trainer.policy.parameters()} == {torch.float32}
+    assert {p.dtype for p in trainer.rollout_model.parameters()} == {torch.bfloat16}
+    assert row["kl"] == pytest.approx(0.0, abs=1e-6)
+    assert math.isfinite(row["loss/rl"]) and math.isfinite(row["loss/sft"])
