@@ -193,3 +193,28 @@ def test_draws_at_different_positions_and_seeds_are_independent():
         table = torch.bincount(first * 4 + second, minlength=16).double()
         _, p_value = chisquare(table.numpy())
         assert p_value > 1e-3, table.tolist()
+
+
+def test_the_compiled_engine_decodes_what_the_plain_one_does(model_and_tokenizer, untied_model, monkeypatch):
+    """Static cache and torch.compile (CUDA graphs on a GPU; here inductor on the CPU): greedy and sampled outputs
+    token for token the plain engine's, with rows that end at different steps, a stop predicate, and a last batch
+    smaller than the others (padded to the compiled shape)."""
+    _, tokenizer = model_and_tokenizer
+    model = untied_model
+    ids = prompt_ids(tokenizer)
+    greedy = SamplingParams(max_new_tokens=20, do_sample=False)
+    free = generate(model, tokenizer, ids, greedy)
+    monkeypatch.setattr(model.generation_config, "eos_token_id",
+                        [tokenizer.eos_token_id] + [c.completion_ids[2 + 3 * i] for i, c in enumerate(free)])
+    plain = generate(model, tokenizer, ids, greedy, batch_size=3)
+    assert len({len(c.completion_ids) for c in plain}) > 2
+    assert as_tuples(generate(model, tokenizer, ids, greedy, batch_size=3, engine="compiled")) == as_tuples(plain)
+
+    seeds = [sequence_seed(9, 1, i) for i in range(len(ids))]
+    sampled = SamplingParams(max_new_tokens=20, temperature=0.9, top_p=0.95)
+    stop = lambda row, generated: len(generated) > 4 + row and generated[-1] % 3 == 0  # noqa: E731
+    plain = generate(model, tokenizer, ids, sampled, seeds, batch_size=3, stop=stop)
+    compiled = generate(model, tokenizer, ids, sampled, seeds, batch_size=3, stop=stop, engine="compiled")
+    assert as_tuples(compiled) == as_tuples(plain)
+    for a, b in zip(compiled, plain):
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)

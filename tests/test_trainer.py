@@ -260,3 +260,14 @@ def test_bf16_trains_fp32_master_weights_in_autocast(tiny_overrides, monkeypatch
     assert {p.dtype for p in trainer.rollout_model.parameters()} == {torch.bfloat16}
     assert row["kl"] == pytest.approx(0.0, abs=1e-6)
     assert math.isfinite(row["loss/rl"]) and math.isfinite(row["loss/sft"])
+
+
+def test_compiled_rollouts_train_like_plain_ones(tiny_overrides, tmp_path):
+    """rollout.engine compiled (the GPU default) draws the same rollouts as plain, so two steps end at the same weights."""
+    finals = []
+    for engine in ("plain", "compiled"):
+        config = UniAPLConfig.from_yaml(None, tiny_overrides + ["algorithm.name=grpo", "training.learning_rate=1e-3",
+                                                                f"rollout.engine={engine}", f"training.output_dir={tmp_path / engine}"])
+        finals.append(final_state(UniAPLTrainer(args=config, reward_funcs=[low_token_reward]).train().parent))
+    for key in finals[0]:
+        torch.testing.assert_close(finals[0][key], finals[1][key], rtol=0, atol=1e-6, msg=key)

@@ -65,6 +65,9 @@ class RolloutConfig:
     top_p: float = 1.0
     top_k: int = 0  # 0 = off
     batch_size: Optional[int] = None  # generation batch; None = all rollouts of a step at once
+    # decode loop: plain (rows leave the batch as they finish), compiled (static KV cache + torch.compile, CUDA
+    # graphs on a GPU); auto = compiled on a GPU, plain on a CPU
+    engine: Literal["auto", "plain", "compiled"] = "auto"
 
 
 @dataclass

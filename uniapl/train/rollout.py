@@ -1,14 +1,20 @@
-"""Batched generation: our own decode loop over a KV cache, with left-padded prompts and seeded, batch-invariant
-sampling on the model's device (uniapl.train.sampling).
+"""Batched generation: our own decode loops over a KV cache, with left-padded prompts and seeded, batch-invariant
+sampling on the model's device (uniapl.train.sampling). Two engines decode the same tokens:
 
-A row leaves the running batch, and its rows of the KV cache with it, as soon as it is done: at its EOS,
-at its token budget, or when the caller's stop predicate says so. A batch whose rows end at different
-lengths therefore does not keep paying for the finished ones. Only the logits and `SamplingParams` shape
-the distribution: no logits processor of the model's own generation_config applies.
+- `plain` (CPUs): a row leaves the running batch, and its rows of the KV cache with it, as soon as it is
+  done: at its EOS, at its token budget, or when the caller's stop predicate says so. A batch whose rows
+  end at different lengths therefore does not keep paying for the finished ones.
+- `compiled` (GPUs): a static KV cache and a compiled decode step (torch.compile; CUDA graphs on a GPU),
+  so a step costs one graph replay instead of hundreds of kernel launches from Python. Shapes stay fixed:
+  finished rows ride along until every row is done.
+
+Only the logits and `SamplingParams` shape the distribution: no logits processor of the model's own
+generation_config applies.
 """
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -65,10 +71,14 @@ def generate(
     batch_size: int | None = None,
     on_batch_done: Callable[[int], None] | None = None,
     stop: StopPredicate | None = None,
+    engine: str = "plain",
 ) -> list[Completion]:
     """One completion per prompt, `batch_size` prompts at a time. Sampling needs one seed per prompt (see
     `sequence_seed`); greedy decoding (`params.do_sample` off) needs none and records no log-probs. `stop` ends a
-    row early, as truncated; it is not asked about a row whose last token is EOS."""
+    row early, as truncated; it is not asked about a row whose last token is EOS. `engine`: 'plain' or
+    'compiled' (see the module's docstring)."""
+    if engine not in DECODERS:
+        raise ValueError(f"engine '{engine}' is not one of: {', '.join(DECODERS)}")
     if params.do_sample and (seeds is None or len(seeds) != len(prompt_ids)):
         raise ValueError("sampling needs one seed per prompt")
     eos_ids = _eos_ids(model, tokenizer)
@@ -82,7 +92,8 @@ def generate(
             chunk = [list(p) for p in prompt_ids[start : start + batch_size]]
             chunk_seeds = list(seeds[start : start + batch_size]) if params.do_sample else [0] * len(chunk)
             chunk_stop = (lambda row, ids, offset=start: stop(offset + row, ids)) if stop else None
-            for ids, logprobs, ended in _decode(model, chunk, params, chunk_seeds, eos_ids, pad_id, chunk_stop):
+            decode = DECODERS[engine]
+            for ids, logprobs, ended in decode(model, chunk, params, chunk_seeds, eos_ids, pad_id, chunk_stop, batch_size):
                 text = tokenizer.decode(ids, skip_special_tokens=True)
                 results.append(Completion(ids, text, truncated=not ended, logprobs=logprobs if params.do_sample else []))
             if on_batch_done:
@@ -92,15 +103,19 @@ def generate(
     return results
 
 
-def _decode(model, prompts: list[list[int]], params: SamplingParams, seeds: list[int], eos_ids: list[int], pad_id: int,
-            stop: StopPredicate | None) -> list[tuple[list[int], list[float], bool]]:
+def _left_padded(prompts: list[list[int]], width: int, pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """input ids, attention mask and position ids of prompts left-padded to `width`."""
+    input_ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=device)
+    attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    return input_ids, attention_mask, torch.clamp(attention_mask.cumsum(-1) - 1, min=0)
+
+
+def _decode_plain(model, prompts: list[list[int]], params: SamplingParams, seeds: list[int], eos_ids: list[int], pad_id: int,
+                  stop: StopPredicate | None, batch_size: int) -> list[tuple[list[int], list[float], bool]]:
     """(generated ids, their sampling log-probs, ended with EOS) of each prompt, decoded as one batch that sheds
     its rows as they finish."""
     device = next(model.parameters()).device
-    width = max(len(p) for p in prompts)
-    input_ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=device)
-    attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
-    position_ids = torch.clamp(attention_mask.cumsum(-1) - 1, min=0)
+    input_ids, attention_mask, position_ids = _left_padded(prompts, max(len(p) for p in prompts), pad_id, device)
     cache = kv_cache_for(model) or _default_cache(model)
     sampler = SeededSampler(params)
     eos = set(eos_ids)
@@ -136,6 +151,81 @@ def _decode(model, prompts: list[list[int]], params: SamplingParams, seeds: list
         next_position = next_position + 1
     logprobs = logprobs.tolist()
     return [(ids, logprobs[i][: len(ids)], ended[i]) for i, ids in enumerate(generated)]
+
+
+CACHE_BUCKET = 128  # the static cache's length is a multiple of this, so steps with other prompt widths reuse its compiled step
+
+
+class _CompiledStep:
+    """A static KV cache for `rows` rows of `length` tokens, and the model's forward compiled for one decode step."""
+
+    def __init__(self, model, rows: int, length: int):
+        from transformers import StaticCache
+
+        self.shape = (rows, length)
+        self.cache = StaticCache(config=model.config, max_cache_len=length)
+        cuda = next(model.parameters()).device.type == "cuda"
+        self.forward = torch.compile(model.__call__, mode="reduce-overhead" if cuda else "default", dynamic=False)
+
+
+_COMPILED_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _compiled_step(model, rows: int, length: int) -> _CompiledStep:
+    """The model's compiled step for this shape, its cache emptied: built once, reused by later calls."""
+    step = _COMPILED_STEPS.get(model)
+    if step is None or step.shape != (rows, length):
+        step = _COMPILED_STEPS[model] = _CompiledStep(model, rows, length)
+    else:
+        step.cache.reset()
+    return step
+
+
+def _decode_compiled(model, prompts: list[list[int]], params: SamplingParams, seeds: list[int], eos_ids: list[int], pad_id: int,
+                     stop: StopPredicate | None, batch_size: int) -> list[tuple[list[int], list[float], bool]]:
+    """`_decode_plain`'s results, from fixed shapes: the batch padded to `batch_size` rows (copies of the first
+    prompt, dropped at the end) and the cache to a multiple of CACHE_BUCKET tokens."""
+    device = next(model.parameters()).device
+    n, rows, budget = len(prompts), max(batch_size, len(prompts)), params.max_new_tokens
+    length = -(-(max(len(p) for p in prompts) + budget) // CACHE_BUCKET) * CACHE_BUCKET
+    padded = prompts + [prompts[0]] * (rows - n)
+    input_ids, prompt_mask, position_ids = _left_padded(padded, length - budget, pad_id, device)
+    attention_mask = torch.cat([prompt_mask, prompt_mask.new_ones(rows, budget)], dim=1)
+    step = _compiled_step(model, rows, length)
+    sampler = SeededSampler(params)
+    row_seeds = torch.tensor(seeds + [seeds[0]] * (rows - n), dtype=torch.int64, device=device)
+    eos = torch.tensor(eos_ids, device=device)
+    tokens = torch.full((rows, budget), pad_id, device=device)
+    logprobs = torch.zeros(rows, budget, device=device)
+    ended = torch.zeros(rows, dtype=torch.bool, device=device)
+    lengths = torch.full((rows,), budget, device=device)  # a row's length: where it ended or was stopped
+    generated: list[list[int]] = [[] for _ in padded]  # kept on the host only for the stop predicate
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=step.cache,
+                   use_cache=True, logits_to_keep=1).logits[:, -1]
+    next_position = position_ids[:, -1:] + 1
+    for position in range(budget):
+        chosen, chosen_logprobs = sampler(logits, row_seeds, position)
+        running = lengths == budget
+        tokens[:, position], logprobs[:, position] = chosen, chosen_logprobs
+        finishing = running & torch.isin(chosen, eos)
+        if stop is not None:
+            for row, token in enumerate(chosen.tolist()[:n]):
+                generated[row].append(token)
+                if bool(running[row]) and not bool(finishing[row]) and stop(row, generated[row]):
+                    finishing[row] = True
+        ended |= finishing & torch.isin(chosen, eos)
+        lengths = torch.where(finishing, position + 1, lengths)
+        # every 16 steps, one look from the host: stop once every real row is done
+        if position == budget - 1 or (position % 16 == 15 and not bool((lengths[:n] == budget).any())):
+            break
+        logits = step.forward(input_ids=chosen[:, None], attention_mask=attention_mask, position_ids=next_position,
+                              cache=step.cache, use_cache=True).logits[:, -1].clone()
+        next_position = next_position + 1
+    tokens, logprobs, lengths, ended = tokens[:n].tolist(), logprobs[:n].tolist(), lengths[:n].tolist(), ended[:n].tolist()
+    return [(tokens[i][: lengths[i]], logprobs[i][: lengths[i]], ended[i]) for i in range(n)]
+
+
+DECODERS = {"plain": _decode_plain, "compiled": _decode_compiled}
 
 
 def _default_cache(model):

@@ -251,6 +251,9 @@ class UniAPLTrainer:
         policy.config.use_cache = False
         # a prompt's KV cache cannot be kept through activation checkpointing's recomputed layers
         self.share_prefix = self.config.training.share_prompt_prefix and not cfg.gradient_checkpointing
+        self.rollout_engine = self.config.rollout.engine
+        if self.rollout_engine == "auto":
+            self.rollout_engine = "compiled" if self.accelerator.device.type == "cuda" else "plain"
         self.policy = policy.to(self.accelerator.device)
         # a bf16 copy for generation: bf16 decodes about 2x faster, training keeps fp32 master weights
         self.rollout_model = self.policy
@@ -389,7 +392,7 @@ class UniAPLTrainer:
             repeated = [ids for ids in prompt_ids for _ in range(r.num_generations)]
             seeds = [sequence_seed(cfg.training.seed, self.global_step, first * r.num_generations + i) for i in range(len(repeated))]
             params = SamplingParams(r.max_new_tokens, r.temperature, r.top_p, r.top_k, do_sample=True)
-            completions = generate(self.rollout_model, self.tokenizer, repeated, params, seeds, r.batch_size)
+            completions = generate(self.rollout_model, self.tokenizer, repeated, params, seeds, r.batch_size, engine=self.rollout_engine)
 
         with timed(metrics, M.TIME_SCORING):
             members = member.member_ids([p.prompt_key() for p in prompts])
