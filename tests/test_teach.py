@@ -185,6 +185,13 @@ def test_local_teacher_crash_loses_nothing_and_rerun_matches_an_uninterrupted_ru
     assert stats["prompts"] == 4 and stats["samples"] == 8 and stats[DROPPED] == 4  # random weights never pass
     assert set(stats["per_instruction"]) == {i for r in map(json.loads, prompts_file.read_text().splitlines()) for i in r["instruction_id_list"]}
 
+    # two runs over disjoint ranges of the file draw the samples one run draws
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    teach(str(prompts_file), str(first), teacher, sampling, progress=False, limit=3)
+    teach(str(prompts_file), str(second), teacher, sampling, progress=False, start=3)
+    assert sorted(first.read_text().splitlines() + second.read_text().splitlines()) == _by_key(whole)
+    assert attach_demonstrations(str(prompts_file), [str(first), str(second)]) == attach_demonstrations(str(prompts_file), str(whole))
+
     resumed = tmp_path / "resumed.jsonl"
     with pytest.raises(KeyboardInterrupt):
         teach(str(prompts_file), str(resumed), CrashingTeacher(teacher), sampling, progress=False)

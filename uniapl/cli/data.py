@@ -26,7 +26,8 @@ def add_parser(subparsers) -> None:
     build.set_defaults(func=run)
     attach = tools.add_parser("attach-demos", help="all prompts, with the teacher's demonstrations where it solved them")
     attach.add_argument("--prompts", required=True, help="prompts JSONL from build-if")
-    attach.add_argument("--demos", required=True, help="output of `uniapl teach` (may cover only part of the prompts)")
+    attach.add_argument("--demos", required=True, nargs="+",
+                        help="outputs of `uniapl teach` (each may cover only part of the prompts)")
     attach.add_argument("--out", required=True, help="output JSONL")
     attach.set_defaults(func=run_attach)
 
@@ -63,11 +64,12 @@ def run_attach(args) -> int:
     from uniapl.train.examples import text_or_messages
 
     check_output_file(args.out, "--out")
-    for where, row in jsonl_rows(args.demos):  # what is attached must be a usable demonstration
-        if "key" not in row:
-            raise DataError(f"{where}: field 'key' is missing")
-        if "completion" in row:
-            text_or_messages(row["completion"], where, "completion")
+    for path in args.demos:
+        for where, row in jsonl_rows(path):  # what is attached must be a usable demonstration
+            if "key" not in row:
+                raise DataError(f"{where}: field 'key' is missing")
+            if "completion" in row:
+                text_or_messages(row["completion"], where, "completion")
     rows, solved = attach_demonstrations(args.prompts, args.demos)
     write_jsonl_atomic(args.out, rows)
     print(f"wrote {len(rows)} prompts to {args.out}, {solved} with a demonstration")

@@ -29,7 +29,10 @@ def add_parser(subparsers) -> None:
                          help="a loop: more than this share of the word 4-grams repeat an earlier one")
     filters.add_argument("--min-words", type=int, default=15, help="least content, unless an instruction caps the length lower")
     filters.add_argument("--repair", action="store_true", help="where no sample passes, try a rule-based repair of the best one")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N prompts")
+    parser.add_argument("--limit", type=int, default=None, help="only N prompts (the first N after --start)")
+    parser.add_argument("--start", type=int, default=0,
+                        help="skip the first START prompts; seeds follow each prompt's position in the file, so runs over "
+                        "disjoint ranges into separate --out files draw what one run would (attach-demos takes them all)")
     local = parser.add_argument_group("local teacher")
     add_dtype_argument(local)
     local.add_argument("--batch-size", type=int, default=64)
@@ -49,7 +52,7 @@ def run(args) -> int:
     from uniapl.train.rollout import SamplingParams
 
     require_at_least(args, samples=1, round_size=1, enough=1, max_new_tokens=1, min_words=0, retries=0, concurrency=1,
-                     batch_size=1, limit=1)
+                     batch_size=1, limit=1, start=0)
     if args.temperature <= 0 or not 0 < args.top_p <= 1 or args.timeout <= 0 or not 0 <= args.max_repeated_ngrams <= 1:
         raise UniaplError("--temperature and --timeout must be > 0, --top-p in (0, 1], --max-repeated-ngrams in [0, 1]")
     check_output_file(args.out, "--out")
@@ -57,7 +60,7 @@ def run(args) -> int:
                         SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p))
     rules = QualityRules(max_repeated_ngrams=args.max_repeated_ngrams, min_words=args.min_words)
     teacher = make_teacher(args.teacher, sampling, args.dtype, args.batch_size, args.teacher_model, args.timeout, args.retries, args.concurrency, rules)
-    stats = teach(args.prompts, args.out, teacher, sampling, rules, use_repair=args.repair, limit=args.limit)
+    stats = teach(args.prompts, args.out, teacher, sampling, rules, use_repair=args.repair, limit=args.limit, start=args.start)
     print(f"{stats['prompts']} prompts: {stats['sampled']} with a demonstration ({stats['solved_rate']:.1%}), "
           f"{stats['repaired']} repaired, {stats['dropped']} dropped, {stats['failed']} refused by the endpoint")
     print(f"funnel over {stats['samples']} samples (prompts with at least one): "

@@ -373,14 +373,18 @@ def _finished_keys(out: Path) -> set:
 
 
 def teach(prompts: str, out: str, teacher, sampling: Sampling, rules: QualityRules = QualityRules(), use_repair: bool = False,
-          limit: int | None = None, progress: bool = True) -> dict:
-    """Run the teacher over the prompts not done yet, then return (and save) the statistics of all of them."""
+          limit: int | None = None, progress: bool = True, start: int = 0) -> dict:
+    """Run the teacher over the prompts not done yet, then return (and save) the statistics of all of them.
+
+    `start` and `limit` select prompts [start, start + limit) of the file. Seeds follow a prompt's position
+    in the whole file, so runs over disjoint ranges (in parallel, into separate outputs) draw exactly
+    the samples one run over the file would."""
     from tqdm import tqdm
 
-    rows = load_constraint_rows(prompts)[:limit]
+    rows = list(enumerate(load_constraint_rows(prompts)))[start : start + limit if limit else None]
     out_path = Path(out)
     done = _finished_keys(out_path)
-    pending = [PromptWork(i, row, sampling.length_budget(row)) for i, row in enumerate(rows) if row["key"] not in done]
+    pending = [PromptWork(i, row, sampling.length_budget(row)) for i, row in rows if row["key"] not in done]
     with tqdm(total=len(rows), initial=len(rows) - len(pending), desc="teach", unit="prompt", disable=not progress) as bar:
         for start in range(0, len(pending), teacher.chunk_size):
             active = pending[start : start + teacher.chunk_size]
@@ -434,12 +438,14 @@ def summarize(outcomes: list[dict]) -> dict:
     }
 
 
-def attach_demonstrations(prompts: str, demonstrations: str) -> tuple[list[dict], int]:
+def attach_demonstrations(prompts: str, demonstrations: str | list[str]) -> tuple[list[dict], int]:
     """Every prompt row, with the `completion` of the teacher's output where it solved that prompt.
 
     A teacher run can stop part-way (it resumes later); this gives the full prompt set in the meantime.
+    Several outputs (runs over disjoint ranges of the prompts, `teach --start`) are read together.
     """
     rows = load_constraint_rows(prompts)
-    solved = {d["key"]: d["completion"] for d in read_jsonl(demonstrations) if "completion" in d}
+    files = [demonstrations] if isinstance(demonstrations, (str, Path)) else demonstrations
+    solved = {d["key"]: d["completion"] for path in files for d in read_jsonl(path) if "completion" in d}
     attached = [{**row, "completion": solved[row["key"]]} if row["key"] in solved else row for row in rows]
     return attached, sum(row["key"] in solved for row in rows)
