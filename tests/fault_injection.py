@@ -556,6 +556,8 @@ def run_case(case: Case, folder: Path, model: str, models: Path) -> Outcome:
     expected = fill(case.expected)
     stderr = io.StringIO()
     code: int | None
+    cwd = os.getcwd()
+    os.chdir(folder)  # a case that is accepted writes its default outputs here, not where the table runs
     with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
         try:
             code = main(argv)
@@ -564,6 +566,8 @@ def run_case(case: Case, folder: Path, model: str, models: Path) -> Outcome:
         except BaseException:  # noqa: BLE001 -- what the user would see as a traceback
             code = None
             traceback.print_exc(file=stderr)
+        finally:
+            os.chdir(cwd)
     text = stderr.getvalue()
     if code is None or "Traceback" in text:
         kind = "traceback"

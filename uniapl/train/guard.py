@@ -11,8 +11,7 @@ import math
 import warnings
 
 from uniapl.errors import UniaplError, UniaplWarning
-
-SKIPPED_UPDATES = "skipped_updates"  # the metric: updates of the step that were skipped
+from uniapl.train import metric_names as M
 
 
 class FiniteUpdateGuard:
@@ -22,12 +21,12 @@ class FiniteUpdateGuard:
 
     def allows_update(self, step: int, grad_norm: float, losses: dict[str, float], metrics: dict) -> bool:
         """Whether to apply the update; counts a skip in `metrics`, and raises once `limit` are skipped in a row."""
-        metrics.setdefault(SKIPPED_UPDATES, 0)
+        metrics.setdefault(M.SKIPPED_UPDATES, 0)
         if math.isfinite(grad_norm):
             self.in_a_row = 0
             return True
         self.in_a_row += 1
-        metrics[SKIPPED_UPDATES] += 1
+        metrics[M.SKIPPED_UPDATES] += 1
         values = ", ".join(f"{name}={value}" for name, value in {"grad_norm": grad_norm, **losses}.items())
         if self.in_a_row >= self.limit:
             raise UniaplError(

@@ -29,6 +29,7 @@ CLIP_LOW_FRAC = "clip/low_frac"
 CLIP_HIGH_FRAC = "clip/high_frac"
 KL = "kl"
 GRAD_NORM = "grad_norm"
+SKIPPED_UPDATES = "skipped_updates"  # the step's optimizer updates skipped for a non-finite gradient norm
 
 # the SFT constraint and its multiplier
 C_BATCH = "c_batch"  # per-token expert NLL of the step's demonstrations

@@ -2,7 +2,7 @@
 
 A checkpoint carries the config it was trained with (`checkpoint.CONFIG_FILE`). A resume may change how
 the run is carried out: how many steps it runs (not fewer than it has reached), how often it saves and what
-it logs, the memory savers (which give the same update), where the run folder is. Every other change would
+it logs, the memory and speed savers (which give the same update), where the run folder is. Every other change would
 make it a different run than the one the checkpoint belongs to, and is refused with the list of changed
 fields. The allowed changes take effect: the trainer reads them from the new config.
 """
@@ -23,10 +23,13 @@ RESUMABLE_FIELDS = (
     "training.tensorboard",
     "training.progress",
     "training.max_consecutive_skipped_updates",
+    "training.output_dir",
+    # savers of memory and time, which give the same update (tested)
     "training.micro_batch_size",
+    "training.share_prompt_prefix",
     "model.gradient_checkpointing",
     "rollout.batch_size",
-    "training.output_dir",
+    "rollout.engine",
 )
 
 
