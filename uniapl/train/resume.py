@@ -45,7 +45,7 @@ def check_resume_config(checkpoint: Path, config: UniAPLConfig, step: int) -> li
     path = checkpoint / CONFIG_FILE
     saved_raw = load_yaml(path)
     saved = UniAPLConfig.from_dict(saved_raw, source=str(path))
-    changes = config_changes(saved.to_dict(), config.to_dict())
+    changes = config_changes(saved_raw, config.to_dict())  # a field added since the save is not a change
     problems = [f"{name}: {old!r} -> {new!r}" for name, (old, new) in changes.items() if name not in RESUMABLE_FIELDS]
     if config.training.max_steps < step:
         problems.append(f"training.max_steps: {config.training.max_steps} is below step {step}, which the checkpoint has reached")
