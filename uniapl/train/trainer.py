@@ -302,8 +302,11 @@ class UniAPLTrainer:
         """AdamW and its lr schedule. The schedule counts optimizer updates: `num_iterations` of them per step."""
         t = self.config.training
         params = [p for p in self._unwrapped().parameters() if p.requires_grad]
+        # fused: one kernel over all parameters instead of a loop of small ones per tensor (on a CPU core, about 1 s
+        # of a 135M-parameter model's update)
         optimizer = torch.optim.AdamW(
-            params, lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_epsilon, weight_decay=t.weight_decay
+            params, lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_epsilon, weight_decay=t.weight_decay,
+            fused=True,
         )
         updates_per_step = self.config.algorithm.num_iterations
         total_updates, warmup_updates = stage_steps * updates_per_step, t.warmup_steps * updates_per_step
