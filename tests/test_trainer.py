@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from uniapl import UniAPLConfig, UniAPLTrainer
 from uniapl.algorithms.presets import PRESETS, STAGED
 from uniapl.cli import main
-from uniapl.errors import UniaplError
+from uniapl.errors import ConfigError, UniaplError
 
 ALGORITHMS = sorted(set(PRESETS) | set(STAGED))
 # the adversarial reward from the first step, without the default warm-up and ramp, so that short runs exercise it
@@ -271,3 +271,15 @@ def test_compiled_rollouts_train_like_plain_ones(tiny_overrides, tmp_path):
         finals.append(final_state(UniAPLTrainer(args=config, reward_funcs=[low_token_reward]).train().parent))
     for key in finals[0]:
         torch.testing.assert_close(finals[0][key], finals[1][key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_the_sft_stage_of_sft_then_grpo_can_take_its_own_demonstrations_per_step(tiny_overrides):
+    """The protocol's fair split: a short SFT stage with a larger demonstration batch, then GRPO."""
+    config = UniAPLConfig.from_yaml(None, tiny_overrides + ["algorithm.name=sft_then_grpo", "algorithm.sft_stage_steps=1",
+                                                            "algorithm.sft_stage_demos_per_step=3", "training.max_steps=3"])
+    assert [config.demos_per_step(i) for i in (0, 1)] == [3, 2]
+    trainer = UniAPLTrainer(args=config)
+    trainer.train()
+    assert trainer.demo_cursor == 3  # one SFT step of 3 demonstrations; GRPO takes none
+    with pytest.raises(ConfigError, match="algorithm.sft_stage_demos_per_step: must be > 0"):
+        UniAPLConfig.from_yaml(None, tiny_overrides + ["algorithm.sft_stage_demos_per_step=0"])

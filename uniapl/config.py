@@ -123,6 +123,9 @@ class AlgorithmConfig:
     luffy_gamma: float = 0.1
     # sft_then_grpo: steps of the SFT stage (None = half of training.max_steps)
     sft_stage_steps: Optional[int] = None
+    # sft_then_grpo: demonstrations per SFT-stage step (None = training.demos_per_step); a larger batch lets a
+    # short SFT stage see as many demonstrations as a one-stage run sees over all its steps
+    sft_stage_demos_per_step: Optional[int] = None
 
 
 @dataclass
@@ -208,6 +211,13 @@ class UniAPLConfig:
             return [(first, sft_steps), (second, total - sft_steps)]
         return [(self.algorithm.name, total)]
 
+    def demos_per_step(self, stage_index: int) -> int:
+        """Demonstrations a step of this stage takes: sft_then_grpo's SFT stage may take its own number."""
+        staged_sft = self.algorithm.name in STAGED and stage_index == 0
+        if staged_sft and self.algorithm.sft_stage_demos_per_step is not None:
+            return self.algorithm.sft_stage_demos_per_step
+        return self.training.demos_per_step
+
     def runs_rl(self) -> bool:
         return any(self.components(stage).use_rl for stage, _ in self.stages())
 
@@ -273,6 +283,8 @@ class UniAPLConfig:
         check(d.warmup_steps >= 0, "algorithm.discriminator.warmup_steps", "must be >= 0")
         check(0 <= d.label_smoothing < 0.5, "algorithm.discriminator.label_smoothing", "must be in [0, 0.5)")
         check(d.max_accuracy is None or 0 < d.max_accuracy <= 1, "algorithm.discriminator.max_accuracy", "must be in (0, 1]")
+        check(a.sft_stage_demos_per_step is None or a.sft_stage_demos_per_step > 0, "algorithm.sft_stage_demos_per_step",
+              "must be > 0, or null for training.demos_per_step")
         if a.name in STAGED and a.sft_stage_steps is not None:
             check(0 < a.sft_stage_steps < t.max_steps, "algorithm.sft_stage_steps", f"must be in (0, training.max_steps={t.max_steps})")
         for i, reward in enumerate(self.rewards):

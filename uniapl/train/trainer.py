@@ -133,9 +133,11 @@ class UniAPLTrainer:
         if cfg.runs_rl() and not self.rewards:
             raise ConfigError(f"rewards: algorithm '{cfg.algorithm.name}' runs RL and needs at least one reward function")
         world = self.accelerator.num_processes
-        for name in ("prompts_per_step", "demos_per_step"):
-            if getattr(cfg.training, name) % world:
-                raise UniaplError(f"training.{name}={getattr(cfg.training, name)} must be divisible by the {world} processes")
+        per_step = {"training.prompts_per_step": cfg.training.prompts_per_step, "training.demos_per_step": cfg.training.demos_per_step,
+                    "algorithm.sft_stage_demos_per_step": cfg.demos_per_step(0)}
+        for name, count in per_step.items():
+            if count % world:
+                raise UniaplError(f"{name}={count} must be divisible by the {world} processes")
 
         self.global_step = 0
         self.stage_index = 0
@@ -381,7 +383,7 @@ class UniAPLTrainer:
         """Rollouts and their task rewards (RL), then the step's demonstrations (for SFT and the discriminator)."""
         rows = self._rollout_rows(member, metrics) if comps.use_rl else StepRows([], torch.zeros(0), 0)
         if comps.use_sft or comps.use_adversarial:
-            demos, _ = self._next_batch(self.demos, "demo_cursor", self.config.training.demos_per_step, salt=2)
+            demos, _ = self._next_batch(self.demos, "demo_cursor", self.config.demos_per_step(self.stage_index), salt=2)
             for ids, demo in zip(self._prompt_ids([d.example for d in demos]), demos):
                 rows.rows.append(TrainRow(ids, demo.completion_ids, DEMO))
         return rows
