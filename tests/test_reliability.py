@@ -197,6 +197,17 @@ def test_a_diverging_run_skips_non_finite_updates_then_stops_with_finite_weights
     assert rows[-1]["skipped_updates"] == 1 and not math.isfinite(rows[-1]["grad_norm"])
 
 
+def test_the_discriminator_skips_an_update_with_a_non_finite_gradient():
+    from uniapl.config import DiscriminatorConfig
+    from uniapl.train.discriminators import DiscriminatorInputs, HeadDiscriminator
+
+    discriminator = HeadDiscriminator(8, DiscriminatorConfig(width=4), "cpu")
+    before = [p.detach().clone() for p in discriminator.module.parameters()]
+    stats = discriminator.update(DiscriminatorInputs(torch.full((2, 8), float("nan")), torch.zeros(2, 8)))
+    assert math.isnan(stats["disc/loss"])
+    assert all(torch.equal(a, b) for a, b in zip(before, discriminator.module.parameters()))
+
+
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
 def test_non_finite_rewards_are_an_error_naming_the_function_and_row(value, tiny_model, tmp_path):
     data = write_jsonl(tmp_path / "paired.jsonl", [chat_row(p, c) for p, c in TOY_ROWS])

@@ -85,7 +85,8 @@ class Discriminator:
                     if p.grad is not None:
                         p.grad = self.average_gradients(p.grad)
             # an update with a non-finite gradient (the same on every process, after averaging) is skipped
-            if all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in self.module.parameters()):
+            grads = [p.grad for p in self.module.parameters() if p.grad is not None]
+            if not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):  # one device sync
                 self.optimizer.step()
             stats[M.DISC_LOSS] = loss.item()
         return stats
