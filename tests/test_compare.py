@@ -119,6 +119,8 @@ def test_tiny_grid_end_to_end_and_resume(tmp_path, capsys):
         expected = f"{statistics.mean(values):.2f} ± {statistics.stdev(values) / 2**0.5:.2f} (n=2)"
         assert cell(pooled, algorithm, "prompt strict %") == expected
     assert (out / "report" / "curve_reward.png").is_file()  # uniapl logs rewards; sft does not
+    heldout = json.loads((out / "sft-seed1" / "final" / "heldout" / "ifeval_scores.json").read_text())
+    assert cell(table_with(text, "held-out reward"), "sft-seed1", "held-out prompt strict %") == f"{100 * heldout['prompt_level_strict_acc']:.2f}"
 
     stamps = {run: (run / "final" / "config.json").stat().st_mtime_ns for run in runs}
     capsys.readouterr()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from uniapl.analysis.analyze import ANALYSIS_JSON, AnalysisSettings
-from uniapl.analysis.report import EVAL_JSON, write_report
+from uniapl.analysis.report import EVAL_JSON, HELDOUT_DIR, write_report
 from uniapl.errors import UniaplError
 from uniapl.train.rollout import SamplingParams
 
@@ -37,7 +37,6 @@ class CompareSettings:
 
 
 EVAL_STEPS = ("heldout", "ifeval", "analyze")
-HELDOUT_DIR = "heldout"
 
 
 def run_dir(out: Path, algorithm: str, seed: int) -> Path:

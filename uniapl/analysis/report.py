@@ -30,6 +30,7 @@ from uniapl.train import metric_names as M
 MISSING = "missing"
 ABSENT = "—"  # a config key one run does not have
 EVAL_JSON = "ifeval_scores.json"
+HELDOUT_DIR = "heldout"
 # config keys that differ between seeds of the same experiment by construction
 PER_RUN_KEYS = {"training.seed", "training.output_dir"}
 
@@ -44,6 +45,7 @@ class Run:
     config: dict | None
     metrics: list[dict]
     eval: dict | None
+    heldout: dict | None  # the held-out split's scores (final/heldout), the figures tuning may look at
     analysis: dict | None
     analysis_dir: Path
     finished: bool
@@ -73,6 +75,7 @@ def load_run(path: str | Path) -> Run:
         config=config if isinstance(config, dict) else None,
         metrics=metrics,
         eval=_read_json(results_dir / EVAL_JSON),
+        heldout=_read_json(results_dir / HELDOUT_DIR / EVAL_JSON),
         analysis=_read_json(analysis_dir / ANALYSIS_JSON),
         analysis_dir=analysis_dir,
         finished=(results_dir / "config.json").is_file(),
@@ -108,7 +111,7 @@ class Column:
     """A number in a run's eval or analysis JSON, found by a path of keys."""
 
     header: str
-    source: str  # "eval" or "analysis"
+    source: str  # "eval", "heldout" or "analysis"
     keys: tuple[str, ...]
     percent: bool = False
 
@@ -132,6 +135,16 @@ EVAL_COLUMNS = [
     Column("inst loose %", "eval", ("inst_level_loose_acc",), percent=True),
     Column("prompts", "eval", ("n_prompts",)),
     Column("mean length (tokens)", "eval", ("mean_length_tokens",)),
+    Column("IFEval echo %", "eval", ("degeneration", "echo_rate"), percent=True),
+    Column("IFEval repetition %", "eval", ("degeneration", "repetition_rate"), percent=True),
+    Column("IFEval truncation %", "eval", ("degeneration", "truncation_rate"), percent=True),
+]
+HELDOUT_COLUMNS = [
+    Column("held-out reward", "heldout", ("mean_partial_reward",)),
+    Column("held-out prompt strict %", "heldout", ("prompt_level_strict_acc",), percent=True),
+    Column("held-out inst strict %", "heldout", ("inst_level_strict_acc",), percent=True),
+    Column("held-out prompts", "heldout", ("n_prompts",)),
+    Column("held-out mean length (tokens)", "heldout", ("mean_length_tokens",)),
 ]
 DISTRIBUTION_COLUMNS = [
     Column("length mean", "analysis", _length("policy", "mean")),
@@ -298,7 +311,10 @@ def build_blocks(runs: list[Run], out_dir: Path) -> list[Block]:
     blocks.append(Paragraph(f'"{MISSING}" means the run has no such result yet; it is not a score of 0.'))
 
     sections = [
-        ("IFEval", "Accuracies in percent, from each run's ifeval_scores.json.", EVAL_COLUMNS),
+        ("IFEval", "Accuracies in percent, from each run's ifeval_scores.json; echo, repetition and truncation of the "
+         "IFEval responses.", EVAL_COLUMNS),
+        ("Held-out split", "Greedy responses to the held-out training-style prompts (final/heldout), scored by the same "
+         "checkers; the mean reward is the mean ifeval_partial.", HELDOUT_COLUMNS),
         (
             "Length and log-prob against the expert",
             "Lengths in completion tokens including EOS. Log-prob: the mean per-token log-prob of each response "
