@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The reproduction of docs/results.md ("UniAPL against GRPO and SFT-then-GRPO"), end to end:
+#   bash scripts/repro/run.sh tune     # each algorithm at each learning rate, seed 0, held-out split only
+#   bash scripts/repro/run.sh grid     # each algorithm at its tuned learning rate, seeds 1-3: train, held-out, IFEval, analysis
+#   bash scripts/repro/run.sh start    # the start model and the echo floor, with the same settings
+#   bash scripts/repro/run.sh report   # the comparison report (runs/repro/grid/report) and the results table
+# Two lanes, one thread each (two 1-thread jobs use 2 cores better than one 2-thread job). Every step resumes:
+# rerun the same command after an interruption.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export OMP_NUM_THREADS=1
+mkdir -p runs/repro
+UNIAPL=.venv/bin/uniapl
+CONFIG=configs/repro/base.yaml
+EVAL=(--heldout data/if_heldout.jsonl --expert data/if_heldout.jsonl --eval-max-new-tokens 384 --eval-batch-size 64 --dtype bf16)
+LEARNING_RATES=(3e-6 1e-5)
+LANES=("grpo uniapl" "uniapl_no_adv sft_then_grpo")
+ALGORITHMS=grpo,sft_then_grpo,uniapl,uniapl_no_adv
+
+tune_lane() {
+  for algorithm in $1; do
+    for lr in "${LEARNING_RATES[@]}"; do
+      $UNIAPL compare $CONFIG --algorithms "$algorithm" --seeds 0 --out "runs/repro/tune/lr$lr" \
+        --set training.learning_rate="$lr" "${EVAL[@]}" --skip ifeval,analyze
+    done
+  done
+}
+
+grid_lane() {
+  for algorithm in $1; do
+    lr=$(.venv/bin/python scripts/repro/select_lr.py --algorithm "$algorithm")
+    $UNIAPL compare $CONFIG --algorithms "$algorithm" --seeds 1,2,3 --out runs/repro/grid --set training.learning_rate="$lr" "${EVAL[@]}"
+  done
+}
+
+case "${1:-}" in
+  tune)
+    for lane in "${LANES[@]}"; do tune_lane "$lane" >> "runs/repro/tune-${lane%% *}.log" 2>&1 & done
+    wait
+    .venv/bin/python scripts/repro/select_lr.py --table ;;
+  grid)
+    for lane in "${LANES[@]}"; do grid_lane "$lane" >> "runs/repro/grid-${lane%% *}.log" 2>&1 & done
+    wait ;;
+  start)
+    model=smollm2-135m-instruct
+    $UNIAPL eval ifeval --model $model --dtype bf16 --max-new-tokens 384 --batch-size 64 --out runs/repro/start/final &
+    ( $UNIAPL eval ifeval --model $model --dtype bf16 --max-new-tokens 384 --batch-size 64 --data data/if_heldout.jsonl \
+        --out runs/repro/start/final/heldout
+      $UNIAPL analyze --model $model --expert data/if_heldout.jsonl --dtype bf16 --max-new-tokens 384 --batch-size 64 \
+        --reward ifeval_strict --out runs/repro/start/final/analysis
+      $UNIAPL eval ifeval --model echo --out runs/repro/echo/final
+      $UNIAPL eval ifeval --model echo --data data/if_heldout.jsonl --out runs/repro/echo/final/heldout ) &
+    wait ;;
+  report)
+    $UNIAPL compare $CONFIG --algorithms $ALGORITHMS --seeds 1,2,3 --out runs/repro/grid "${EVAL[@]}"
+    .venv/bin/python scripts/repro/results_table.py ;;
+  *)
+    echo "usage: bash scripts/repro/run.sh tune|grid|start|report" >&2
+    exit 2 ;;
+esac

@@ -1,0 +1,52 @@
+"""The tuned learning rate of each algorithm: the best held-out mean reward among its tuning runs.
+
+Tuning runs live in runs/repro/tune/lr<LR>/<algorithm>-seed0 (scripts/repro/run.sh tune); only their
+held-out scores (final/heldout) are read, never IFEval. Ties go to the smaller learning rate.
+
+    python scripts/repro/select_lr.py --algorithm uniapl     # prints the chosen learning rate
+    python scripts/repro/select_lr.py --table                # every tuning run and its score, as markdown
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+TUNE = Path("runs/repro/tune")
+SCORES = Path("final/heldout/ifeval_scores.json")
+
+
+def tuning_scores(algorithm: str | None = None) -> dict[tuple[str, float], dict | None]:
+    """(algorithm, learning rate) -> the held-out scores of its tuning run (None while it is unfinished)."""
+    found = {}
+    for lr_dir in sorted(TUNE.glob("lr*")):
+        for run in sorted(lr_dir.glob("*-seed0")):
+            name = run.name.removesuffix("-seed0")
+            if algorithm in (None, name):
+                path = run / SCORES
+                found[(name, float(lr_dir.name[2:]))] = json.loads(path.read_text()) if path.is_file() else None
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--algorithm")
+    parser.add_argument("--table", action="store_true")
+    args = parser.parse_args()
+    scores = tuning_scores(args.algorithm)
+    if args.table:
+        print("| algorithm | learning rate | held-out reward | held-out prompt strict % |\n|---|---|---|---|")
+        for (name, lr), s in sorted(scores.items()):
+            cells = f"{s['mean_partial_reward']:.4f} | {100 * s['prompt_level_strict_acc']:.2f}" if s else "unfinished | unfinished"
+            print(f"| {name} | {lr:g} | {cells} |")
+        return
+    if not scores or any(s is None for s in scores.values()):
+        sys.exit(f"select_lr: the tuning runs of {args.algorithm} are missing or unfinished under {TUNE}")
+    best = max(scores, key=lambda key: (scores[key]["mean_partial_reward"], -key[1]))
+    print(f"{best[1]:g}")
+
+
+if __name__ == "__main__":
+    main()
