@@ -29,8 +29,8 @@ CONFIG_FILE = "config.yaml"  # the config a checkpoint was trained with, which a
 STEP_FOLDER = re.compile(r"step-\d{6,}")
 
 
-def optimizer_to_files(optimizer: torch.optim.Optimizer, folder: Path, name: str) -> None:
-    state = optimizer.state_dict()
+def optimizer_state_to_files(state: dict, folder: Path, name: str) -> None:
+    """An optimizer's state dict as `name.safetensors` (its tensors) and `name.json` (the rest)."""
     tensors, scalars = {}, {}
     for index, param_state in state["state"].items():
         for key, value in param_state.items():
@@ -42,13 +42,13 @@ def optimizer_to_files(optimizer: torch.optim.Optimizer, folder: Path, name: str
     write_text_atomic(folder / f"{name}.json", json.dumps({"param_groups": state["param_groups"], "scalars": scalars}))
 
 
-def optimizer_from_files(optimizer: torch.optim.Optimizer, folder: Path, name: str) -> None:
+def optimizer_state_from_files(folder: Path, name: str) -> dict:
     meta = read_json(folder / f"{name}.json")
     state: dict = {}
     for key, value in list(load_file(str(folder / f"{name}.safetensors")).items()) + list(meta["scalars"].items()):
         index, field = key.split(".", 1)
         state.setdefault(int(index), {})[field] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    return {"state": state, "param_groups": meta["param_groups"]}
 
 
 def rng_state() -> tuple[dict, dict]:

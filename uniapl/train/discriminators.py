@@ -17,6 +17,7 @@ import torch
 from uniapl.algorithms.adversarial import DiscriminatorHead, accuracy, discriminator_loss
 from uniapl.config import DiscriminatorConfig
 from uniapl.train import metric_names as M
+from uniapl.train.sharding import all_finite
 
 
 @dataclass
@@ -48,8 +49,10 @@ class Discriminator:
     def __init__(self, module: torch.nn.Module, config: DiscriminatorConfig):
         self.module = module
         self.config = config
-        # data-parallel runs average the gradients across processes (set by the trainer)
+        # set by the trainer in data-parallel runs: a replicated module averages its gradients across processes, and
+        # the accuracy cap reads every process's logits, so that all processes skip an update or none does
         self.average_gradients: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self.gather: Callable[[torch.Tensor], torch.Tensor] = lambda logits: logits
         self.optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=config.learning_rate)
 
     def _forward(self, inputs) -> torch.Tensor:
@@ -69,7 +72,7 @@ class Discriminator:
         stats = {M.DISC_LOSS: float("nan"), M.DISC_SKIPPED: 0.0}
         cap = self.config.max_accuracy
         if cap is not None:
-            acc_expert, acc_policy = accuracy(self.logits(expert_inputs), self.logits(policy_inputs))
+            acc_expert, acc_policy = accuracy(self.gather(self.logits(expert_inputs)), self.gather(self.logits(policy_inputs)))
             if (acc_expert + acc_policy) / 2 > cap:
                 stats[M.DISC_SKIPPED] = 1.0
                 return stats
@@ -85,8 +88,7 @@ class Discriminator:
                     if p.grad is not None:
                         p.grad = self.average_gradients(p.grad)
             # an update with a non-finite gradient (the same on every process, after averaging) is skipped
-            grads = [p.grad for p in self.module.parameters() if p.grad is not None]
-            if not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):  # one device sync
+            if all_finite([p.grad for p in self.module.parameters() if p.grad is not None]):
                 self.optimizer.step()
             stats[M.DISC_LOSS] = loss.item()
         return stats
@@ -107,25 +109,51 @@ class HeadDiscriminator(Discriminator):
         return self.module(features)
 
 
+class LastTokenScorer(torch.nn.Module):
+    """A sequence classifier's body and scalar head, scoring each row at its last real token (rows are left-padded
+    prompts followed by right-padded responses). One forward for both, so that FSDP gathers a sharded one's
+    weights through its own hooks. Its state dict has the classifier's keys."""
+
+    def __init__(self, classifier):
+        super().__init__()
+        self.body_name = classifier.base_model_prefix
+        self.add_module(self.body_name, classifier.base_model)
+        self.score = classifier.score
+        self._no_split_modules = classifier._no_split_modules  # its decoder layers, the units FSDP shards
+
+    @property
+    def base_model(self) -> torch.nn.Module:
+        return getattr(self, self.body_name)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        position_ids = torch.clamp(attention_mask.cumsum(-1) - 1, min=0)
+        out = self.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+        last = attention_mask.shape[1] - 1 - attention_mask.flip(-1).argmax(-1)
+        return self.score(out.last_hidden_state[torch.arange(len(last)), last]).squeeze(-1)
+
+
 class ModelDiscriminator(Discriminator):
     """Inputs: (input_ids, attention_mask) of prompt + response; a scalar-head sequence classifier."""
 
-    def __init__(self, start, pad_token_id: int, config: DiscriminatorConfig, device):
+    def __init__(self, start, pad_token_id: int, config: DiscriminatorConfig, device,
+                 shard: Callable[[torch.nn.Module], torch.nn.Module] | None = None):
         """`start`: a name or folder to load the classifier from, or a causal LM (the start policy) whose body it
-        copies, under a new scalar head."""
+        copies, under a new scalar head. `shard`: FSDP's, which the classifier is sharded with before its optimizer
+        is built."""
         from transformers import AutoModelForSequenceClassification
 
         from uniapl.models import load_pretrained
 
         if isinstance(start, str):
-            module = load_pretrained(AutoModelForSequenceClassification, start, num_labels=1)
+            classifier = load_pretrained(AutoModelForSequenceClassification, start, num_labels=1)
         else:
             model_config = copy.deepcopy(start.config)
             model_config.num_labels = 1
-            module = AutoModelForSequenceClassification.from_config(model_config).float()
-            module.base_model.load_state_dict(start.base_model.state_dict())
-        module.config.pad_token_id = pad_token_id
-        super().__init__(module.to(device), config)
+            classifier = AutoModelForSequenceClassification.from_config(model_config).float()
+            classifier.base_model.load_state_dict(start.base_model.state_dict())
+        classifier.config.pad_token_id = pad_token_id
+        module = LastTokenScorer(classifier).to(device)
+        super().__init__(shard(module) if shard else module, config)
 
     def inputs(self, layout, pooled) -> DiscriminatorInputs:
         batch = layout.batch
@@ -133,10 +161,4 @@ class ModelDiscriminator(Discriminator):
         return DiscriminatorInputs(pick(layout.expert), pick(layout.on_policy))
 
     def _forward(self, inputs) -> torch.Tensor:
-        input_ids, attention_mask = inputs
-        # pool the last real token: rows are left-padded prompts followed by right-padded responses
-        position_ids = torch.clamp(attention_mask.cumsum(-1) - 1, min=0)
-        out = self.module.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
-        last = attention_mask.shape[1] - 1 - attention_mask.flip(-1).argmax(-1)
-        hidden = out.last_hidden_state[torch.arange(len(last)), last]
-        return self.module.score(hidden).squeeze(-1)
+        return self.module(*inputs)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from uniapl.algorithms.adversarial import mean_pool
 from uniapl.train.lm_head import chunked_token_logprobs, head_is_last, headless, unwrapped
+from uniapl.train.sharding import is_sharded
 
 
 @dataclass
@@ -87,7 +88,10 @@ def score_tokens(model, batch: SequenceBatch, temperatures: torch.Tensor, pool: 
     if not head_is_last(model):
         return _full_logits_scores(model, part, temperatures, pool, width)
     mask = part.completion_mask.bool()
-    shared = share_prefix and len(torch.unique(part.prompt_index)) < len(part.prompt_index) and can_share_prefix(model)
+    # a sharded model runs the same forwards on every process (each gathers its weights with the others), so it
+    # takes the shared path whether or not this process's rows repeat a prompt
+    repeated = len(torch.unique(part.prompt_index)) < len(part.prompt_index) or is_sharded(model)
+    shared = share_prefix and repeated and can_share_prefix(model)
     with headless(model) as head:
         hidden = _prefix_shared_hidden(model, part) if shared else _packed_hidden(model, part)
     inverse_temperature = (1.0 / temperatures.float())[:, None].expand(mask.shape)[mask]

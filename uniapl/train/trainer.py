@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import math
 import time
@@ -29,8 +30,8 @@ from uniapl.algorithms.adversarial import accuracy, adversarial_reward, adversar
 from uniapl.algorithms.dual import dual_ascent, ema, warmup_decay
 from uniapl.algorithms.presets import Components
 from uniapl.train.checkpoint import (
-    optimizer_from_files,
-    optimizer_to_files,
+    optimizer_state_from_files,
+    optimizer_state_to_files,
     reapply_lr_schedule,
     remove_interrupted_saves,
     restore_rng_state,
@@ -57,6 +58,16 @@ from uniapl.models import load_model, load_tokenizer, resolve_dtype, warn_if_bf1
 from uniapl.rewards import WeightedReward, resolve_reward, score
 from uniapl.train.rollout import Completion, SamplingParams, encode_prompts, generate, sequence_seed
 from uniapl.train.sequences import TokenScores, score_tokens
+from uniapl.train.sharding import (
+    Sharding,
+    clip_gradients,
+    full_optimizer_state,
+    full_state_dict,
+    gathered,
+    is_sharded,
+    load_full_state,
+    load_optimizer_state,
+)
 from uniapl.train.step import (
     DEMO,
     EXPERT_MEMBER,
@@ -118,6 +129,9 @@ class UniAPLTrainer:
         self.dtype = resolve_dtype(cfg.model.dtype)
         self.train_in_bf16 = self.dtype == "bf16"
         self.accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="no")
+        # FSDP2 when the launch config asks for it (configs/accelerate/fsdp2.yaml); else DDP, or one process.
+        # Under bf16 the shards' fp32 weights are gathered in bf16
+        self.sharding = Sharding.from_launch(torch.bfloat16 if self.train_in_bf16 else None)
         self.output_dir = check_output_folder(cfg.training.output_dir, "training.output_dir")  # before the models load
         self.checkpoint_dir = self.output_dir / "checkpoints"
         self.update_guard = FiniteUpdateGuard(cfg.training.max_consecutive_skipped_updates)
@@ -257,11 +271,15 @@ class UniAPLTrainer:
         if self.rollout_engine == "auto":
             self.rollout_engine = "compiled" if self.accelerator.device.type == "cuda" else "plain"
         self.policy = policy.to(self.accelerator.device)
-        # a bf16 copy for generation: bf16 decodes about 2x faster, training keeps fp32 master weights
+        # a copy for generation: in bf16, which decodes about 2x faster while training keeps fp32 master weights; and
+        # under FSDP a whole one, gathered from the shards once per step (`_sync_rollout_model`), not per token
         self.rollout_model = self.policy
-        if self.dtype == "bf16" and not lora:
-            warn_if_bf16_is_emulated(self.dtype)
-            self.rollout_model = copy.deepcopy(self.policy).to(torch.bfloat16)
+        bf16_copy = self.dtype == "bf16" and not lora
+        if bf16_copy or self.sharding is not None:
+            if bf16_copy:
+                warn_if_bf16_is_emulated(self.dtype)
+            rollout_model = copy.deepcopy(self.policy)
+            self.rollout_model = rollout_model.to(torch.bfloat16) if bf16_copy else rollout_model
             self.rollout_model.config.use_cache = True
             self.rollout_model.requires_grad_(False)
 
@@ -272,27 +290,37 @@ class UniAPLTrainer:
             return NullDiscriminator()
         d = self.config.algorithm.discriminator
         if d.kind == "head":
-            return HeadDiscriminator(policy.config.get_text_config().hidden_size, d, self.accelerator.device)
-        return ModelDiscriminator(d.model or policy, self.pad_id, d, self.accelerator.device)
+            discriminator = HeadDiscriminator(policy.config.get_text_config().hidden_size, d, self.accelerator.device)
+        else:
+            # sharded like the policy under FSDP, with its passes in fp32 as unsharded
+            shard = None if self.sharding is None else dataclasses.replace(self.sharding, param_dtype=None).shard
+            discriminator = ModelDiscriminator(d.model or policy, self.pad_id, d, self.accelerator.device, shard)
+        if self.accelerator.num_processes > 1:
+            discriminator.gather = self.accelerator.gather
+            if not is_sharded(discriminator.module):  # FSDP averages a sharded one's gradients itself
+                discriminator.average_gradients = lambda grad: self.accelerator.reduce(grad, reduction="mean")
+        return discriminator
 
     def _reference_model(self, stage_index: int, comps: Components, resumed: bool):
-        """pi_ref for the KL term: a frozen copy of the policy as this stage started, or None without a KL term.
-        A resumed stage reloads its start: the previous stage's saved model, or the start model."""
+        """pi_ref for the KL term: a frozen copy of the policy as this stage started (sharded under FSDP), or None
+        without a KL term. A later stage starts from the previous stage's saved model; a resumed first stage
+        reloads the start model. Taken before the policy is sharded."""
         if self.config.algorithm.beta_kl == 0 or not comps.use_rl:
             return None
         lora = self.config.model.lora.enabled
-        if not resumed:
+        if stage_index > 0:
+            start = load_model(str(self._stage_folder(stage_index - 1)), "fp32")
+        elif not resumed:
             start = copy.deepcopy(self._unwrapped())
             start = start.merge_and_unload() if lora else start
-        elif stage_index > 0:
-            start = load_model(str(self._stage_folder(stage_index - 1)), "fp32")
         elif lora:
             start = copy.deepcopy(self._unwrapped()).unload()  # the frozen base, without the adapters
         elif self.start_model_name is None:
             start = copy.deepcopy(self._model_arg)  # a resumed policy is loaded from the checkpoint, not into the object
         else:
             start = load_model(self.start_model_name, "fp32")
-        return start.float().to(self.accelerator.device).eval().requires_grad_(False)
+        start = start.float().to(self.accelerator.device).eval().requires_grad_(False)
+        return start if self.sharding is None else self.sharding.shard(start)
 
     def _raw_optimizer(self) -> torch.optim.Optimizer:
         return getattr(self.optimizer, "optimizer", self.optimizer)
@@ -303,7 +331,10 @@ class UniAPLTrainer:
     def _build_optimizer(self, stage_steps: int) -> None:
         """AdamW and its lr schedule. The schedule counts optimizer updates: `num_iterations` of them per step."""
         t = self.config.training
-        params = [p for p in self._unwrapped().parameters() if p.requires_grad]
+        policy = self._unwrapped()
+        if self.sharding is not None and not is_sharded(policy):
+            self.sharding.shard(policy)
+        params = [p for p in policy.parameters() if p.requires_grad]
         # fused: one kernel over all parameters instead of a loop of small ones per tensor (on a CPU core, about 1 s
         # of a 135M-parameter model's update)
         optimizer = torch.optim.AdamW(
@@ -324,9 +355,10 @@ class UniAPLTrainer:
             return 1.0
 
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        self.policy, self.optimizer = self.accelerator.prepare(self._unwrapped(), optimizer)
-        if self.discriminator.module is not None and self.accelerator.num_processes > 1:
-            self.discriminator.average_gradients = lambda grad: self.accelerator.reduce(grad, reduction="mean")
+        if self.sharding is None:
+            self.policy, self.optimizer = self.accelerator.prepare(policy, optimizer)
+        else:
+            self.policy, self.optimizer = policy, optimizer
 
     # ---- data ------------------------------------------------------------------------------------
 
@@ -435,6 +467,8 @@ class UniAPLTrainer:
             for idx in layout.micro_batches:
                 with self._autocast():  # the policy's precision: its KL to itself is 0
                     ref_logp[idx] = self._token_scores(self.ref_model, layout, idx).logp
+            if is_sharded(self.ref_model):
+                self.ref_model.reshard()  # no backward follows to free the weights its root gathered
         first = FirstPass(layout, ref_logp)
         if discriminator.needs_pooled and len(layout.micro_batches) > 1:
             self.policy.train()
@@ -498,7 +532,10 @@ class UniAPLTrainer:
         """One micro-batch's forward with gradients: its token log-probs. The first iteration's passes record
         what the first pass has not."""
         self.policy.train()
-        with self._autocast(), contextlib.nullcontext() if sync else self.accelerator.no_sync(self.policy):
+        # under FSDP each micro-batch's gradients are reduce-scattered: held unsharded until the last one, they would
+        # cost a whole model's gradients on every process
+        unsynced = sync or self.sharding is not None
+        with self._autocast(), contextlib.nullcontext() if unsynced else self.accelerator.no_sync(self.policy):
             scores = self._token_scores(self.policy, layout, idx, pool=pool and not first.complete)
         first.record(idx, scores)
         return scores.logp
@@ -526,7 +563,7 @@ class UniAPLTrainer:
 
     def _optimizer_step(self, metrics: dict) -> None:
         if self.accelerator.sync_gradients:
-            metrics[M.GRAD_NORM] = float(self.accelerator.clip_grad_norm_(self.policy.parameters(), self.config.training.max_grad_norm))
+            metrics[M.GRAD_NORM] = clip_gradients(list(self.policy.parameters()), self.config.training.max_grad_norm)
         losses_now = {name: metrics[name] for name in (M.LOSS_RL, M.LOSS_SFT) if name in metrics}
         if self.update_guard.allows_update(self.global_step + 1, metrics.get(M.GRAD_NORM, 0.0), losses_now, metrics):
             self.optimizer.step()
@@ -559,10 +596,13 @@ class UniAPLTrainer:
 
     @torch.no_grad()
     def _sync_rollout_model(self) -> None:
-        if self.rollout_model is self.policy:
+        """The rollout copy takes the updated weights, gathered one tensor at a time under FSDP."""
+        policy = self._unwrapped()
+        if self.rollout_model is policy:
             return
-        for target, source in zip(self.rollout_model.parameters(), self._unwrapped().parameters()):
-            target.copy_(source)
+        for target, source in zip(self.rollout_model.parameters(), policy.parameters()):
+            if source.requires_grad:  # frozen ones (a LoRA base) never change
+                target.copy_(gathered(source))
 
     # ---- checkpoints -------------------------------------------------------------------------------
 
@@ -579,20 +619,28 @@ class UniAPLTrainer:
         }
 
     def save_checkpoint(self) -> None:
+        """A checkpoint of full tensors, gathered from the shards under FSDP: the same files whatever the layout,
+        so a run may resume with another number of processes, or under DDP (docs/distributed.md)."""
         self.accelerator.wait_for_everyone()
-        if self.accelerator.is_main_process:
+        main = self.accelerator.is_main_process
+        model_state = full_state_dict(self._unwrapped(), keep=main)
+        optimizer_state = full_optimizer_state(self._raw_optimizer(), keep=main)
+        discriminator = self.discriminator.module
+        if discriminator is not None:
+            discriminator_state = full_state_dict(discriminator, keep=main)
+            discriminator_optimizer_state = full_optimizer_state(self.discriminator.optimizer, keep=main)
+        if main:
             from safetensors.torch import save_file
 
             def fill(folder: Path) -> None:
-                self._unwrapped().save_pretrained(folder / "model")
+                self._unwrapped().save_pretrained(folder / "model", state_dict=model_state)
                 self.tokenizer.save_pretrained(folder / "model")
-                optimizer_to_files(self._raw_optimizer(), folder, "optimizer")
+                optimizer_state_to_files(optimizer_state, folder, "optimizer")
                 tensors, meta = rng_state()
                 save_file(tensors, str(folder / "rng.safetensors"))
-                if self.discriminator.module is not None:
-                    module = self.discriminator.module
-                    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(folder / "discriminator.safetensors"))
-                    optimizer_to_files(self.discriminator.optimizer, folder, "discriminator_optimizer")
+                if discriminator is not None:
+                    save_file({k: v.contiguous() for k, v in discriminator_state.items()}, str(folder / "discriminator.safetensors"))
+                    optimizer_state_to_files(discriminator_optimizer_state, folder, "discriminator_optimizer")
                 (folder / "trainer_state.json").write_text(json.dumps({**self._state(), "rng": meta}, indent=1))
 
             save_checkpoint_folder(self.checkpoint_dir, self.global_step, fill, self.config, self.config.training.save_total_limit)
@@ -602,16 +650,15 @@ class UniAPLTrainer:
         from safetensors.torch import load_file
 
         state = read_json(folder / "trainer_state.json")
-        optimizer_from_files(self._raw_optimizer(), folder, "optimizer")
+        load_optimizer_state(self._raw_optimizer(), optimizer_state_from_files(folder, "optimizer"))
         self.scheduler.load_state_dict(state["scheduler"])
         reapply_lr_schedule(self.scheduler)
         for key in ("global_step", "stage_index", "stage_step", "prompt_cursor", "demo_cursor"):
             setattr(self, key, state[key])
         self.lam, self.c_ema = state["lambda"], state["c_ema"]
         if self.discriminator.module is not None:
-            module = self.discriminator.module
-            module.load_state_dict(load_file(str(folder / "discriminator.safetensors")))
-            optimizer_from_files(self.discriminator.optimizer, folder, "discriminator_optimizer")
+            load_full_state(self.discriminator.module, load_file(str(folder / "discriminator.safetensors")))
+            load_optimizer_state(self.discriminator.optimizer, optimizer_state_from_files(folder, "discriminator_optimizer"))
         restore_rng_state(load_file(str(folder / "rng.safetensors")), state["rng"])
 
     # ---- the loop ----------------------------------------------------------------------------------
@@ -644,13 +691,13 @@ class UniAPLTrainer:
             for index in range(first_stage, len(stages)):
                 stage, stage_steps = stages[index]
                 comps = cfg.components(stage)
-                self._build_optimizer(stage_steps)
                 resumed = resume_from is not None and index == first_stage
+                self.ref_model = self._reference_model(index, comps, resumed)
+                self._build_optimizer(stage_steps)
                 if resumed:
                     self._restore(resume_from)
                 else:
                     self.stage_index, self.stage_step = index, 0
-                self.ref_model = self._reference_model(index, comps, resumed)
                 while self.stage_step < stage_steps:
                     metrics = self._step(comps, stage_steps)
                     self.global_step += 1
@@ -673,15 +720,17 @@ class UniAPLTrainer:
         return self.output_dir / "stages" / self.config.stages()[stage_index][0]
 
     def _save_model(self, folder: Path) -> None:
-        """A plain HF folder that from_pretrained loads as it is (LoRA adapters merged into a copy)."""
+        """A plain HF folder that from_pretrained loads as it is: full tensors, gathered from the shards under FSDP.
+        LoRA adapters are merged into a copy of the rollout model, which is then the whole policy (itself, or its
+        gathered copy under FSDP)."""
         self.accelerator.wait_for_everyone()
-        if self.accelerator.is_main_process:
-            model = self._unwrapped()
-            if self.config.model.lora.enabled:
-                model = copy.deepcopy(model).merge_and_unload()
+        main, lora = self.accelerator.is_main_process, self.config.model.lora.enabled
+        state = None if lora else full_state_dict(self._unwrapped(), keep=main)
+        if main:
+            model = copy.deepcopy(self.rollout_model).merge_and_unload() if lora else self._unwrapped()
 
             def fill(staging: Path) -> None:
-                model.save_pretrained(staging)
+                model.save_pretrained(staging, state_dict=state)
                 self.tokenizer.save_pretrained(staging)
 
             write_folder_atomically(folder, fill)
