@@ -138,8 +138,8 @@ class ModelDiscriminator(Discriminator):
     def __init__(self, start, pad_token_id: int, config: DiscriminatorConfig, device,
                  shard: Callable[[torch.nn.Module], torch.nn.Module] | None = None):
         """`start`: a name or folder to load the classifier from, or a causal LM (the start policy) whose body it
-        copies, under a new scalar head. `shard`: FSDP's, which the classifier is sharded with before its optimizer
-        is built."""
+        copies, under a new scalar head. `shard`: FSDP's, which shards the classifier onto the device before its
+        optimizer is built."""
         from transformers import AutoModelForSequenceClassification
 
         from uniapl.models import load_pretrained
@@ -152,8 +152,8 @@ class ModelDiscriminator(Discriminator):
             classifier = AutoModelForSequenceClassification.from_config(model_config).float()
             classifier.base_model.load_state_dict(start.base_model.state_dict())
         classifier.config.pad_token_id = pad_token_id
-        module = LastTokenScorer(classifier).to(device)
-        super().__init__(shard(module) if shard else module, config)
+        module = LastTokenScorer(classifier)
+        super().__init__(shard(module) if shard else module.to(device), config)  # fully_shard moves its shards
 
     def inputs(self, layout, pooled) -> DiscriminatorInputs:
         batch = layout.batch

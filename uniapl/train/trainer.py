@@ -270,7 +270,10 @@ class UniAPLTrainer:
         self.rollout_engine = self.config.rollout.engine
         if self.rollout_engine == "auto":
             self.rollout_engine = "compiled" if self.accelerator.device.type == "cuda" else "plain"
-        self.policy = policy.to(self.accelerator.device)
+        device = self.accelerator.device
+        # under FSDP the policy stays on the host until it is sharded: fully_shard moves a layer at a time to the
+        # device, and keeps only this process's shard there
+        self.policy = policy if self.sharding is not None else policy.to(device)
         # a copy for generation: in bf16, which decodes about 2x faster while training keeps fp32 master weights; and
         # under FSDP a whole one, gathered from the shards once per step (`_sync_rollout_model`), not per token
         self.rollout_model = self.policy
@@ -279,7 +282,7 @@ class UniAPLTrainer:
             if bf16_copy:
                 warn_if_bf16_is_emulated(self.dtype)
             rollout_model = copy.deepcopy(self.policy)
-            self.rollout_model = rollout_model.to(torch.bfloat16) if bf16_copy else rollout_model
+            self.rollout_model = (rollout_model.to(torch.bfloat16) if bf16_copy else rollout_model).to(device)
             self.rollout_model.config.use_cache = True
             self.rollout_model.requires_grad_(False)
 
@@ -319,8 +322,8 @@ class UniAPLTrainer:
             start = copy.deepcopy(self._model_arg)  # a resumed policy is loaded from the checkpoint, not into the object
         else:
             start = load_model(self.start_model_name, "fp32")
-        start = start.float().to(self.accelerator.device).eval().requires_grad_(False)
-        return start if self.sharding is None else self.sharding.shard(start)
+        start = start.float().eval().requires_grad_(False)
+        return start.to(self.accelerator.device) if self.sharding is None else self.sharding.shard(start)
 
     def _raw_optimizer(self) -> torch.optim.Optimizer:
         return getattr(self.optimizer, "optimizer", self.optimizer)
