@@ -25,6 +25,7 @@ import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 TOY = [
     ("Write one sentence about cats. Do not use commas.", "Cats sleep in the sun all day long."),
@@ -602,13 +603,16 @@ def count_bad_inputs() -> Counter:
 # ---- kill -9 trials -----------------------------------------------------------------------------------
 
 
-def train_command(run: Path, model: str, data: Path, steps: int) -> list[str]:
+def train_command(run: Path, model: str, data: Path, steps: int, launcher: Sequence[str] = (sys.executable,),
+                  extra: Sequence[str] = ()) -> list[str]:
+    """`uniapl train` of a short uniapl run that saves every step, started by `launcher` (python, or accelerate's
+    launcher of several processes), with `extra` settings."""
     settings = [f"model.name={model}", "model.dtype=fp32", f"data.prompts={data}", "rewards=[{name: no_commas}]",
                 "algorithm.name=uniapl", "algorithm.discriminator.warmup_steps=0", "algorithm.alpha_adv_warmup_steps=0",
                 "rollout.max_new_tokens=8", "rollout.num_generations=2", "training.prompts_per_step=2", "training.demos_per_step=2",
                 f"training.max_steps={steps}", "training.save_steps=1", "training.learning_rate=1e-3",
-                "training.progress=false", "training.tensorboard=false", f"training.output_dir={run}"]
-    return [sys.executable, "-m", "uniapl", "train"] + [x for s in settings for x in ("--set", s)]
+                "training.progress=false", "training.tensorboard=false", f"training.output_dir={run}", *extra]
+    return [*launcher, "-m", "uniapl", "train"] + [x for s in settings for x in ("--set", s)]
 
 
 def _checkpoints_being_written(run: Path) -> bool:
@@ -616,19 +620,22 @@ def _checkpoints_being_written(run: Path) -> bool:
     return folder.is_dir() and any(p.name.startswith(".step-") for p in folder.iterdir())
 
 
-def kill9_trial(run: Path, reference: Path, model: str, data: Path, steps: int, during_save: bool, delay: float) -> bool:
-    """Train, kill -9 (while a checkpoint folder is being written, or after `delay` seconds), then `--resume` to the
-    end; whether the final weights are bit-identical to `reference`'s and the metrics have each step once."""
+def kill9_trial(run: Path, reference: Path, model: str, data: Path, steps: int, during_save: bool, delay: float,
+                launcher: Sequence[str] = (sys.executable,), extra: Sequence[str] = ()) -> bool:
+    """Train, kill -9 every process of the run (while a checkpoint folder is being written, or after `delay` seconds),
+    then `--resume` to the end; whether the final weights are bit-identical to `reference`'s and the metrics have
+    each step once."""
     from safetensors.torch import load_file
     import torch
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = train_command(run, model, data, steps)
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = train_command(run, model, data, steps, launcher, extra)
+    # its own process group: the launcher's workers die with it, as on a machine that goes down
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     start = time.monotonic()
     while process.poll() is None:
         if (during_save and _checkpoints_being_written(run)) or (not during_save and time.monotonic() - start > delay):
-            process.send_signal(signal.SIGKILL)
+            os.killpg(process.pid, signal.SIGKILL)
             break
         time.sleep(0.005)
     process.wait()
@@ -645,8 +652,11 @@ def kill9_trial(run: Path, reference: Path, model: str, data: Path, steps: int, 
     return True
 
 
-def train_to_the_end(run: Path, model: str, data: Path, steps: int) -> None:
-    subprocess.run(train_command(run, model, data, steps), env={**os.environ, "OMP_NUM_THREADS": "1"}, check=True, capture_output=True)
+def train_to_the_end(run: Path, model: str, data: Path, steps: int, launcher: Sequence[str] = (sys.executable,),
+                     extra: Sequence[str] = (), resume: bool = False) -> None:
+    command = train_command(run, model, data, steps, launcher, extra) + (["--resume"] if resume else [])
+    result = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 def kill9_trials(trials: int, steps: int = 3) -> tuple[int, int]:
