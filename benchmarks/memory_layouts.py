@@ -11,7 +11,7 @@ model (beta_kl 0.1), of a random-init Qwen3 with 0.6B's widths and vocabulary an
 run as one process, as DDP and as FSDP2 on 2 CPU processes (gloo); and each process's peak resident memory.
 The gradients are counted as the trainable weights' size: they are freed (set to None) after each update.
 
-    python benchmarks/memory_layouts.py                     # computed and measured (about 5 minutes on 2 cores)
+    python benchmarks/memory_layouts.py                     # computed and measured (under 2 minutes on 2 cores)
     python benchmarks/memory_layouts.py --computed-only     # the table for 0.6B and 4B only, in seconds
 """
 

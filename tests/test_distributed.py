@@ -83,6 +83,8 @@ FSDP2_FEATURES = {
                             *ADVERSARIAL_FROM_STEP_0],
     # LUFFY's expert members in the groups
     "luffy": ["algorithm.name=luffy", "training.micro_batch_size=2", *LEARNABLE_REWARD],
+    # CHORD's scheduled mix of the SFT and RL terms
+    "chord": ["algorithm.name=chord", "training.micro_batch_size=3", *LEARNABLE_REWARD],
 }
 
 
