@@ -35,8 +35,23 @@ def test_bad_input_is_one_clear_error(case, tiny_model, damaged_models, tmp_path
 
 def test_the_tables_config_and_train_settings_work_as_they_are(tiny_model, damaged_models, tmp_path):
     """So that each case's error comes from its fault alone: without it, the same command trains."""
-    assert run_case(config_file("no fault", b"", ""), tmp_path, tiny_model, damaged_models).exit_code == 0
-    assert run_case(train(), tmp_path, tiny_model, damaged_models).exit_code == 0
+    for name, case in (("config", config_file("no fault", b"", "")), ("train", train())):
+        (tmp_path / name).mkdir()
+        assert run_case(case, tmp_path / name, tiny_model, damaged_models).exit_code == 0
+
+
+def test_a_fresh_start_does_not_overwrite_a_saved_run(tiny_overrides, tmp_path):
+    """Nothing saved is lost: starting over in a run's folder needs --resume, or overwrite_output_dir."""
+    from uniapl import UniAPLConfig, UniAPLTrainer
+
+    config = UniAPLConfig.from_yaml(None, tiny_overrides + ["training.max_steps=1"])
+    UniAPLTrainer(args=config).train()
+    metrics = (tmp_path / "run" / "metrics.jsonl").read_text()
+    with pytest.raises(UniaplError, match="already holds a run .final/, metrics.jsonl.; continue it with --resume"):
+        UniAPLTrainer(args=config).train()
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == metrics
+    overwrite = UniAPLConfig.from_yaml(None, tiny_overrides + ["training.max_steps=1", "training.overwrite_output_dir=true"])
+    UniAPLTrainer(args=overwrite).train()
 
 
 def test_the_table_covers_every_command():

@@ -52,10 +52,10 @@ def run_config(config_path: str | Path, out: Path, algorithm: str, seed: int, ov
 
 
 def train_run(config) -> None:
+    """Train, or continue an interrupted run from its last checkpoint (from step 0 where it has none)."""
     from uniapl.train.trainer import UniAPLTrainer
 
-    checkpoints = Path(config.training.output_dir) / "checkpoints"
-    UniAPLTrainer(args=config).train(resume=checkpoints.is_dir() and any(checkpoints.iterdir()))
+    UniAPLTrainer(args=config).train(resume=True)
 
 
 def evaluate_run(final: Path, settings: CompareSettings, data: str | None = None, out_dir: Path | None = None) -> None:

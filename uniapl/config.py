@@ -154,6 +154,8 @@ class TrainingConfig:
     # an update whose loss or gradient norm is not finite is skipped (the weights stay finite); this many
     # skipped in a row stop the run, since the next ones would most likely be skipped too
     max_consecutive_skipped_updates: int = 3
+    # a fresh start (no resume) in an output_dir that holds a run is refused unless this is set
+    overwrite_output_dir: bool = False
     tensorboard: bool = True
     progress: bool = True
 

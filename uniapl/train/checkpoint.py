@@ -132,6 +132,19 @@ def resume_checkpoint(root: Path) -> Path | None:
                          f"Delete {root} to start the run over")
 
 
+def saved_run(output_dir: Path) -> list[str]:
+    """What a fresh start in `output_dir` would overwrite: checkpoints, a final model, logged steps."""
+    found = []
+    if _step_folders(output_dir / "checkpoints"):
+        found.append("checkpoints")
+    if (output_dir / "final").is_dir():
+        found.append("final/")
+    metrics = output_dir / "metrics.jsonl"
+    if metrics.is_file() and metrics.stat().st_size:
+        found.append("metrics.jsonl")
+    return found
+
+
 def remove_interrupted_saves(output_dir: Path) -> None:
     """Remove the staging folders that saves killed part-way left in a run folder, saying how many."""
     removed = [p for folder in (output_dir, output_dir / "checkpoints", output_dir / "stages") for p in remove_staging_leftovers(folder)]

@@ -24,6 +24,7 @@ RESUMABLE_FIELDS = (
     "training.progress",
     "training.max_consecutive_skipped_updates",
     "training.output_dir",
+    "training.overwrite_output_dir",
     # savers of memory and time, which give the same update (tested)
     "training.micro_batch_size",
     "training.share_prompt_prefix",

@@ -38,6 +38,7 @@ from uniapl.train.checkpoint import (
     resume_checkpoint,
     rng_state,
     save_checkpoint_folder,
+    saved_run,
 )
 from uniapl.config import UniAPLConfig
 from uniapl.train.examples import Example, examples_from_records, expert_demos, load_examples
@@ -669,6 +670,10 @@ class UniAPLTrainer:
     def train(self, resume: bool = False) -> Path:
         """Run every stage to the end; returns the folder of the final model (`output_dir/final`)."""
         cfg = self.config
+        existing = saved_run(self.output_dir)
+        if existing and not resume and not cfg.training.overwrite_output_dir:
+            raise UniaplError(f"training.output_dir '{self.output_dir}' already holds a run ({', '.join(existing)}); continue it with "
+                              f"--resume, choose another output_dir, or set training.overwrite_output_dir=true to start it over")
         if self.accelerator.is_main_process:
             remove_interrupted_saves(self.output_dir)
         resume_from = resume_checkpoint(self.checkpoint_dir) if resume else None
