@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -126,24 +127,42 @@ def test_cli_writes_files_the_checkers_accept(tmp_path, capsys):
     assert "go together" in capsys.readouterr().err
 
 
-def test_bundled_data_is_clean_and_its_demonstrations_pass():
-    from pathlib import Path
+BUNDLED = Path(__file__).resolve().parent.parent / "data"
 
-    from uniapl.rewards import resolve_reward
 
-    data = Path(__file__).resolve().parent.parent / "data"
-    train, heldout = load_constraint_rows(data / "if_train.jsonl"), load_constraint_rows(data / "if_heldout.jsonl")
-    assert 1000 <= len(train) <= 2000 and 150 <= len(heldout) <= 250
+@pytest.fixture(scope="module")
+def bundled():
+    return load_constraint_rows(BUNDLED / "if_train.jsonl"), load_constraint_rows(BUNDLED / "if_heldout.jsonl")
+
+
+def test_bundled_prompts_are_what_build_if_makes_and_are_clean(bundled):
+    train, heldout = bundled
+    rebuilt_train, rebuilt_heldout, _ = build_if_rows(len(train), seed=2026, heldout=len(heldout))
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "completion"} for r in rows]  # noqa: E731
+    assert strip(train) == rebuilt_train and strip(heldout) == rebuilt_heldout  # the data card's command, byte for byte
     ifeval = ifeval_ngrams(load_ifeval())
+    registry = reference_registry()
     for row in train + heldout:
         template = set().union(*(word_ngrams(t) for t in descriptions(row)))
         assert not (word_ngrams(row["prompt"][0]["content"]) - template) & ifeval
-    assert not {base_task(r) for r in train} & {base_task(r) for r in heldout}
-    demos = [r for r in train + heldout if "completion" in r]
-    assert demos, "no expert demonstrations bundled"
-    strict = resolve_reward("ifeval_strict")(
-        prompts=[r["prompt"] for r in demos], completions=[r["completion"] for r in demos],
-        instruction_id_list=[r["instruction_id_list"] for r in demos], kwargs=[r["kwargs"] for r in demos],
-    )
-    assert strict == [1.0] * len(demos)
-    assert all(json.dumps(r["completion"]).startswith('[{"role": "assistant"') for r in demos)
+        assert unsatisfiable(row["instruction_id_list"], row["kwargs"], registry) is None
+    assert not {frame_of(base_task(r)) for r in train} & {frame_of(base_task(r)) for r in heldout}
+
+
+def test_bundled_demonstrations_are_whole_verified_teacher_samples(bundled):
+    """Every demonstration passes strict and the whole quality funnel, ended with EOS, and is a sample the
+    status file records as sampled (never repaired)."""
+    from uniapl.datatools.quality import QualityRules, judge, passes
+    from uniapl.io import read_jsonl
+
+    for split, rows in zip(("train", "heldout"), bundled):
+        statuses = {s["key"]: s for s in read_jsonl(BUNDLED / "teach" / f"if_{split}.status.jsonl")}
+        assert set(statuses) == {r["key"] for r in rows}
+        demos = [r for r in rows if "completion" in r]
+        assert len(demos) >= 0.3 * len(rows)
+        for row in demos:
+            status = statuses[row["key"]]
+            assert status["outcome"] == "sampled" and status["funnel"]["language"] >= 1  # a sample ended and passed all
+            verdicts, per_instruction = judge(row, row["completion"][0]["content"], ended=True, rules=QualityRules())
+            assert all(per_instruction) and passes(verdicts), row["key"]
+        assert all(statuses[r["key"]]["outcome"] != "sampled" for r in rows if "completion" not in r)

@@ -4,10 +4,12 @@
 #   bash scripts/repro/run.sh grid     # each algorithm at its tuned learning rate, seeds 1-3: train, held-out, IFEval, analysis
 #   bash scripts/repro/run.sh start    # the start model and the echo floor, with the same settings
 #   bash scripts/repro/run.sh report   # the comparison report (runs/repro/grid/report) and the results table
+#   bash scripts/repro/run.sh all      # the four above, in that order
 # Two lanes, one thread each (two 1-thread jobs use 2 cores better than one 2-thread job). Every step resumes:
 # rerun the same command after an interruption.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+SELF="$(realpath "$0")"
+cd "$(dirname "$SELF")/../.."
 export OMP_NUM_THREADS=1
 mkdir -p runs/repro
 UNIAPL=.venv/bin/uniapl
@@ -34,6 +36,8 @@ grid_lane() {
 }
 
 case "${1:-}" in
+  all)
+    for stage in tune grid start report; do bash "$SELF" "$stage"; done ;;
   tune)
     for lane in "${LANES[@]}"; do tune_lane "$lane" >> "runs/repro/tune-${lane%% *}.log" 2>&1 & done
     wait
@@ -55,6 +59,6 @@ case "${1:-}" in
     $UNIAPL compare $CONFIG --algorithms $ALGORITHMS --seeds 1,2,3 --out runs/repro/grid "${EVAL[@]}"
     .venv/bin/python scripts/repro/results_table.py ;;
   *)
-    echo "usage: bash scripts/repro/run.sh tune|grid|start|report" >&2
+    echo "usage: bash scripts/repro/run.sh tune|grid|start|report|all" >&2
     exit 2 ;;
 esac
