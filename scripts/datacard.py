@@ -58,6 +58,20 @@ def coverage_table(names: list[str], stats: list[dict]) -> list[str]:
     return lines
 
 
+def short_types_funnel(outcomes: list[dict], fewer_than: int) -> list[str]:
+    """Where the prompts of each under-covered instruction type lose their samples: prompts with at least
+    one sample past each funnel stage (strict is over all of a prompt's instructions)."""
+    by_type: dict[str, list[dict]] = {}
+    for o in outcomes:
+        for t in o["instruction_id_list"]:
+            by_type.setdefault(t, []).append(o)
+    short = {t: os for t, os in sorted(by_type.items()) if sum(o["outcome"] == "sampled" for o in os) < fewer_than}
+    lines = ["| instruction | prompts | " + " | ".join(FUNNEL) + " |", "|---|---|" + "---|" * len(FUNNEL)]
+    for t, os in short.items():
+        lines.append(f"| {t} | {len(os)} | " + " | ".join(str(sum(o.get("funnel", {}).get(stage, 0) > 0 for o in os)) for stage in FUNNEL) + " |")
+    return lines
+
+
 def length_line(label: str, texts: list[str]) -> str:
     counts = sorted(len(words(t)) for t in texts)
     q = statistics.quantiles(counts, n=10) if len(counts) > 1 else counts * 9
@@ -70,6 +84,7 @@ def main() -> None:
     parser.add_argument("--data", nargs="+", required=True, help="the bundled files, in the same order")
     parser.add_argument("--greedy", nargs="*", default=[], help="the student's greedy responses (ifeval_responses.jsonl files)")
     parser.add_argument("--examples", type=int, default=5)
+    parser.add_argument("--min-demos", type=int, default=10, help="list the funnel of types with fewer demonstrations than this")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -81,6 +96,9 @@ def main() -> None:
                    f"{s['samples']} | {s['samples'] / max(s['prompts'], 1):.2f} |")
     out += ["", "## Funnel", ""] + funnel_table(names, stats)
     out += ["", "## Coverage per instruction type", ""] + coverage_table(names, stats)
+    out += ["", f"### Types with fewer than {args.min_demos} demonstrations in {names[0]}: where their prompts lose the samples", "",
+            "Prompts with at least one sample past each stage, in funnel order; the last stage is what is kept.", ""]
+    out += short_types_funnel(read_jsonl(args.status[0]), args.min_demos)
     rows = {name: read_jsonl(path) for name, path in zip(names, args.data)}
     demos = {name: [r for r in split if "completion" in r] for name, split in rows.items()}
     out += ["", "## Length (words)", "", "| responses | n | median | p10 | p90 | mean |", "|---|---|---|---|---|---|"]
