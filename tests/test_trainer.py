@@ -243,6 +243,47 @@ def test_memory_savers_give_the_same_update(settings, memory_saver, tiny_model, 
             assert math.isclose(whole[key], micro[key], rel_tol=1e-4, abs_tol=1e-6), key
 
 
+def test_long_demonstrations_take_passes_of_their_own():
+    """A demonstration longer than the rollouts would pad every rollout of a shared pass to its length."""
+    from uniapl.train.step import DEMO, ROLLOUT, TrainRow, plan_passes
+
+    rollouts = [TrainRow([1, 2, 3], [7] * 8, ROLLOUT) for _ in range(4)] + [TrainRow([4, 5], [7] * 8, ROLLOUT) for _ in range(4)]
+    long_demos = [TrainRow([1, 2, 3], [8] * 300, DEMO), TrainRow([6], [8] * 250, DEMO)]
+    assert plan_passes(rollouts + long_demos, 10, True) == [[8, 9], list(range(8))]  # demonstrations first
+    assert plan_passes(rollouts + long_demos, 4, True) == [[8, 9], [0, 1, 2, 3], [4, 5, 6, 7]]
+    assert plan_passes(rollouts + long_demos, 10, False) == [[0, 1, 2, 3, 8, 4, 5, 6, 7, 9]]  # one prompt's rows together
+    short_demos = [TrainRow([1, 2, 3], [8] * 6, DEMO), TrainRow([4, 5], [8] * 5, DEMO)]
+    assert plan_passes(rollouts + short_demos, 10, True) == [[0, 1, 2, 3, 8, 4, 5, 6, 7, 9]]  # a second pass would cost more
+
+
+def test_demonstration_passes_give_the_same_update_without_an_extra_pooling_pass(tiny_overrides, tmp_path, monkeypatch):
+    """uniapl with the head discriminator, its demonstrations in a pass of their own or with the rollouts: the same
+    update, and neither forwards a row twice (the advantages wait for the pass with the rollouts)."""
+    import uniapl.train.step as step_module
+    import uniapl.train.trainer as trainer_module
+
+    plan, score = step_module.plan_passes, trainer_module.score_tokens
+    common = tiny_overrides + ADVERSARIAL_FROM_STEP_0 + ["algorithm.name=uniapl", "rollout.max_new_tokens=2", "training.learning_rate=1e-3",
+                                                         "algorithm.discriminator.learning_rate=1e-2", "training.adam_epsilon=1e-6"]
+    runs, passes, forwards = {}, {}, {}
+    for name, split in [("joint", False), ("split", True)]:
+        passes[name], forwards[name] = [], []
+        monkeypatch.setattr(step_module, "plan_passes", lambda rows, size, _, split=split, name=name: passes[name].append(plan(rows, size, split)) or passes[name][-1])
+        monkeypatch.setattr(trainer_module, "score_tokens", lambda *a, name=name, **k: forwards[name].append(len(a[1].input_ids)) or score(*a, **k))
+        config = UniAPLConfig.from_yaml(None, common + [f"training.output_dir={tmp_path / name}"])
+        UniAPLTrainer(args=config, reward_funcs=[low_token_reward]).train()
+        runs[name] = tmp_path / name
+    assert [len(p) for p in passes["joint"]] == [1, 1] and [len(p) for p in passes["split"]] == [2, 2]
+    assert sum(forwards["joint"]) == sum(forwards["split"]) == 2 * 6  # 4 rollouts and 2 demonstrations a step, each once
+    a, b = final_state(runs["joint"]), final_state(runs["split"])
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-5, msg=key)
+    joint, split = read_metrics(runs["joint"])[-1], read_metrics(runs["split"])[-1]
+    for key in ["loss/rl", "loss/sft", "c_batch", "lambda", "disc/acc_policy", "reward/mean"]:
+        # loss/rl is 0 up to rounding here (ratio 1, advantages summing to 0 in each group of equal lengths)
+        assert math.isclose(joint[key], split[key], rel_tol=1e-4, abs_tol=1e-5), key
+
+
 def test_bf16_trains_fp32_master_weights_in_autocast(tiny_overrides, monkeypatch):
     """model.dtype bf16 (what `auto` picks on hardware with bf16, CPUs included): the policy keeps fp32 weights, every
     training pass runs in bf16 autocast (the reference model's too, so the KL before any update is 0), and the

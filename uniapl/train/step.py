@@ -58,25 +58,31 @@ class BatchLayout:
     n_rl_seqs: float
     n_demo_tokens: float
     micro_batches: list[torch.Tensor]  # row indices of each pass
+    advantages_pass: int  # the first pass with an RL row: the advantages must be known before its loss
 
     @classmethod
     def build(cls, rows: list[TrainRow], pad_id: int, device, temperature: float, micro_batch_size: int | None,
-              global_sum: Callable[[float], float]) -> "BatchLayout":
+              global_sum: Callable[[float], float], split_demonstrations: bool = True) -> "BatchLayout":
         batch = pack([r.prompt_ids for r in rows], [r.completion_ids for r in rows], pad_id).to(device)
         kind = lambda *kinds: torch.tensor([r.kind in kinds for r in rows], device=device)  # noqa: E731
         rl, on_policy, demo = kind(ROLLOUT, EXPERT_MEMBER), kind(ROLLOUT), kind(DEMO)
         mask = batch.completion_mask
-        size = micro_batch_size or len(rows)
-        # rows with one prompt go to the same pass, which then forwards that prompt once
-        order = torch.argsort(batch.prompt_index, stable=True).to(device)
+        passes = plan_passes(rows, micro_batch_size or len(rows), split_demonstrations)
         return cls(
             batch=batch, rl=rl, on_policy=on_policy, demo=demo,
             temperatures=torch.where(rl, temperature, 1.0).float(),
             n_rl_tokens=global_sum(mask[rl].sum().item()),
             n_rl_seqs=global_sum(rl.sum().item()),
             n_demo_tokens=global_sum(mask[demo].sum().item()),
-            micro_batches=[order[s : s + size] for s in range(0, len(rows), size)],
+            micro_batches=[torch.tensor(p, device=device) for p in passes],
+            advantages_pass=next((i for i, p in enumerate(passes) if any(rows[j].kind != DEMO for j in p)), 0),
         )
+
+    @property
+    def pooled_before_advantages(self) -> bool:
+        """Whether the passes up to the advantages' own have forwarded every row, so that their pooled features
+        are known without a separate no-grad pass."""
+        return sum(len(p) for p in self.micro_batches[: self.advantages_pass + 1]) == len(self.rl)
 
     @property
     def mask(self) -> torch.Tensor:
@@ -86,6 +92,34 @@ class BatchLayout:
     def expert(self) -> torch.Tensor:
         """Rows the discriminator should call expert: demonstrations and LUFFY's expert members."""
         return self.demo | (self.rl & ~self.on_policy)
+
+
+def padded_cost(rows: list[TrainRow]) -> int:
+    """Tokens one pass forwards: each distinct prompt once, padded to the longest, and every completion padded
+    to the longest completion."""
+    prompts = {tuple(r.prompt_ids) for r in rows}
+    return len(prompts) * max(len(p) for p in prompts) + len(rows) * max(max(len(r.completion_ids) for r in rows), 1)
+
+
+def plan_passes(rows: list[TrainRow], size: int, split_demonstrations: bool) -> list[list[int]]:
+    """Row indices of each forward/backward pass, at most `size` rows a pass. Rows with one prompt go to the same
+    pass, which then forwards that prompt once. Demonstrations take passes of their own, ahead of the RL rows,
+    where that forwards fewer padded tokens: a long demonstration would otherwise pad every rollout to its length."""
+    def chunks(indices: list[int]) -> list[list[int]]:
+        ordered = sorted(indices, key=lambda i: prompt_order[tuple(rows[i].prompt_ids)])  # stable: same prompt together
+        return [ordered[s : s + size] for s in range(0, len(ordered), size)]
+
+    prompt_order: dict[tuple, int] = {}
+    for r in rows:
+        prompt_order.setdefault(tuple(r.prompt_ids), len(prompt_order))
+    joint = chunks(list(range(len(rows))))
+    demos = [i for i, r in enumerate(rows) if r.kind == DEMO]
+    others = [i for i, r in enumerate(rows) if r.kind != DEMO]
+    if not split_demonstrations or not demos or not others:
+        return joint
+    split = chunks(demos) + chunks(others)
+    cost = lambda passes: sum(padded_cost([rows[i] for i in p]) for p in passes)  # noqa: E731
+    return split if cost(split) < cost(joint) else joint
 
 
 class FirstPass:
@@ -200,7 +234,9 @@ class StepLoss:
     world: int  # processes: each one's loss is scaled up, as DDP averages the gradients
 
     def __call__(self, layout: BatchLayout, first: FirstPass, idx: torch.Tensor, logp: torch.Tensor,
-                 advantages: torch.Tensor, sums: Counter) -> torch.Tensor:
+                 advantages: torch.Tensor | None, sums: Counter) -> torch.Tensor:
+        """The micro-batch's share of the step's loss; `advantages` is None only before the advantages pass, whose
+        micro-batches hold demonstrations alone."""
         a = self.algorithm
         rl, policy, demo, mask = layout.rl[idx], layout.on_policy[idx], layout.demo[idx], layout.mask[idx]
         loss = 0.0 * logp.sum()  # in the graph even when no row of this micro-batch has a loss term

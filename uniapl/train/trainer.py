@@ -391,8 +391,9 @@ class UniAPLTrainer:
         member = self._group_member(comps)
         discriminator = self.discriminator if comps.use_adversarial else NullDiscriminator()
         rows = self._rows(comps, member, metrics)
+        # sharded processes must run the same passes in step, so they keep one plan that does not depend on lengths
         layout = BatchLayout.build(rows.rows, self.pad_id, self.accelerator.device, self.config.rollout.temperature,
-                                   self.config.training.micro_batch_size, self._global_sum)
+                                   self.config.training.micro_batch_size, self._global_sum, split_demonstrations=self.sharding is None)
         with timed(metrics, M.TIME_FIRST_PASS):
             first = self._first_pass(comps, layout, discriminator)
         loss = self._step_loss(comps, member, stage_steps)
@@ -463,8 +464,8 @@ class UniAPLTrainer:
     @torch.no_grad()
     def _first_pass(self, comps: Components, layout: BatchLayout, discriminator) -> FirstPass:
         """The no-grad passes: the reference model's log-probs, and the policy's over every row when the adversarial
-        reward needs all rows' pooled features before any loss while the rows take several passes. Otherwise the
-        first iteration's own passes fill in the first pass, so no row is forwarded twice."""
+        reward needs all rows' pooled features before the first RL loss, and the passes up to it do not forward them
+        all. Otherwise the first iteration's own passes fill in the first pass, so no row is forwarded twice."""
         ref_logp = None
         if self.ref_model is not None and comps.use_rl:
             ref_logp = torch.zeros_like(layout.mask)
@@ -474,7 +475,7 @@ class UniAPLTrainer:
             if is_sharded(self.ref_model):
                 self.ref_model.reshard()  # no backward follows to free the weights its root gathered
         first = FirstPass(layout, ref_logp)
-        if discriminator.needs_pooled and len(layout.micro_batches) > 1:
+        if discriminator.needs_pooled and not layout.pooled_before_advantages:
             self.policy.train()
             for idx in layout.micro_batches:
                 with self._autocast():
@@ -509,7 +510,8 @@ class UniAPLTrainer:
     def _backward_and_update(self, comps: Components, rows: StepRows, layout: BatchLayout, first: FirstPass, loss: StepLoss,
                              member: GroupMember, discriminator, metrics: dict) -> DiscriminatorInputs | None:
         """`num_iterations` optimizer updates on the batch, each over all micro-batches. The advantages come once the
-        first pass knows what they need: at the first micro-batch, whose own pass may be the one that tells."""
+        first pass knows what they need: at the first micro-batch with RL rows, whose own pass may be the one that
+        tells (the demonstration-only passes before it have no RL loss)."""
         advantages, disc_inputs = None, None
         metrics[M.TIME_BACKWARD] = metrics[M.TIME_OPTIMIZER] = 0.0
         for iteration in range(self.config.algorithm.num_iterations):
@@ -519,7 +521,7 @@ class UniAPLTrainer:
                     # processes average their gradients once per update, at the last micro-batch's backward
                     logp = self._policy_pass(layout, first, idx, pool=discriminator.needs_pooled,
                                              sync=number == len(layout.micro_batches) - 1)
-                    if advantages is None:
+                    if advantages is None and number >= layout.advantages_pass:
                         disc_inputs = discriminator.inputs(layout, first.pooled)
                         advantages = self._advantages(comps, rows, layout, member, discriminator, disc_inputs, metrics)
                     self.accelerator.backward(loss(layout, first, idx, logp, advantages, sums))
