@@ -23,7 +23,7 @@ tune_lane() {
   for algorithm in $1; do
     for lr in "${LEARNING_RATES[@]}"; do
       $UNIAPL compare $CONFIG --algorithms "$algorithm" --seeds 0 --out "runs/repro/tune/lr$lr" \
-        --set training.learning_rate="$lr" "${EVAL[@]}" --skip ifeval,analyze
+        --set training.learning_rate="$lr" "${EVAL[@]}" --skip ifeval,analyze || echo "run.sh: $algorithm at $lr failed; rerun to resume it"
     done
   done
 }
@@ -31,7 +31,8 @@ tune_lane() {
 grid_lane() {
   for algorithm in $1; do
     lr=$(.venv/bin/python scripts/repro/select_lr.py --algorithm "$algorithm")
-    $UNIAPL compare $CONFIG --algorithms "$algorithm" --seeds 1,2,3 --out runs/repro/grid --set training.learning_rate="$lr" "${EVAL[@]}"
+    $UNIAPL compare $CONFIG --algorithms "$algorithm" --seeds 1,2,3 --out runs/repro/grid --set training.learning_rate="$lr" "${EVAL[@]}" \
+      || echo "run.sh: $algorithm failed; rerun to resume it"
   done
 }
 
