@@ -258,7 +258,8 @@ def test_long_demonstrations_take_passes_of_their_own():
 
 def test_demonstration_passes_give_the_same_update_without_an_extra_pooling_pass(tiny_overrides, tmp_path, monkeypatch):
     """uniapl with the head discriminator, its demonstrations in a pass of their own or with the rollouts: the same
-    update, and neither forwards a row twice (the advantages wait for the pass with the rollouts)."""
+    update, and neither forwards a row twice (the advantages wait for the pass with the rollouts). With the rollouts
+    in several micro-batches, only they take the no-grad pooling pass."""
     import uniapl.train.step as step_module
     import uniapl.train.trainer as trainer_module
 
@@ -266,22 +267,33 @@ def test_demonstration_passes_give_the_same_update_without_an_extra_pooling_pass
     common = tiny_overrides + ADVERSARIAL_FROM_STEP_0 + ["algorithm.name=uniapl", "rollout.max_new_tokens=2", "training.learning_rate=1e-3",
                                                          "algorithm.discriminator.learning_rate=1e-2", "training.adam_epsilon=1e-6"]
     runs, passes, forwards = {}, {}, {}
-    for name, split in [("joint", False), ("split", True)]:
+    for name, split, extra in [("joint", False, []), ("split", True, []), ("micro", True, ["training.micro_batch_size=2"])]:
         passes[name], forwards[name] = [], []
-        monkeypatch.setattr(step_module, "plan_passes", lambda rows, size, _, split=split, name=name: passes[name].append(plan(rows, size, split)) or passes[name][-1])
+        def planned(rows, size, _, split=split, name=name):
+            passes[name].append(([r.kind for r in rows], plan(rows, size, split)))
+            return passes[name][-1][1]
+
+        monkeypatch.setattr(step_module, "plan_passes", planned)
         monkeypatch.setattr(trainer_module, "score_tokens", lambda *a, name=name, **k: forwards[name].append(len(a[1].input_ids)) or score(*a, **k))
-        config = UniAPLConfig.from_yaml(None, common + [f"training.output_dir={tmp_path / name}"])
+        config = UniAPLConfig.from_yaml(None, common + extra + [f"training.output_dir={tmp_path / name}"])
         UniAPLTrainer(args=config, reward_funcs=[low_token_reward]).train()
         runs[name] = tmp_path / name
-    assert [len(p) for p in passes["joint"]] == [1, 1] and [len(p) for p in passes["split"]] == [2, 2]
+    assert [len(p) for _, p in passes["joint"]] == [1, 1] and [len(p) for _, p in passes["split"]] == [2, 2]
     assert sum(forwards["joint"]) == sum(forwards["split"]) == 2 * 6  # 4 rollouts and 2 demonstrations a step, each once
-    a, b = final_state(runs["joint"]), final_state(runs["split"])
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-5, msg=key)
-    joint, split = read_metrics(runs["joint"])[-1], read_metrics(runs["split"])[-1]
-    for key in ["loss/rl", "loss/sft", "c_batch", "lambda", "disc/acc_policy", "reward/mean"]:
-        # loss/rl is 0 up to rounding here (ratio 1, advantages summing to 0 in each group of equal lengths)
-        assert math.isclose(joint[key], split[key], rel_tol=1e-4, abs_tol=1e-5), key
+    # in micro-batches, the passes from the first with a rollout on go once more, without gradients, for their pooled
+    # features; demonstration passes ahead of it do not
+    first_rl = [next(i for i, p in enumerate(plan) if any(kinds[j] != step_module.DEMO for j in p)) for kinds, plan in passes["micro"]]
+    assert any(first_rl), "no step put its demonstrations in a pass of their own"
+    assert sum(forwards["micro"]) == sum(6 + sum(len(p) for p in plan[k:]) for k, (_, plan) in zip(first_rl, passes["micro"]))
+    a = final_state(runs["joint"])
+    for name in ["split", "micro"]:
+        b = final_state(runs[name])
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-5, msg=f"{name}: {key}")
+        joint, other = read_metrics(runs["joint"])[-1], read_metrics(runs[name])[-1]
+        for key in ["loss/rl", "loss/sft", "c_batch", "lambda", "disc/acc_policy", "reward/mean"]:
+            # loss/rl is 0 up to rounding here (ratio 1, advantages summing to 0 in each group of equal lengths)
+            assert math.isclose(joint[key], other[key], rel_tol=1e-4, abs_tol=1e-5), f"{name}: {key}"
 
 
 def test_bf16_trains_fp32_master_weights_in_autocast(tiny_overrides, monkeypatch):

@@ -62,7 +62,7 @@ class BatchLayout:
 
     @classmethod
     def build(cls, rows: list[TrainRow], pad_id: int, device, temperature: float, micro_batch_size: int | None,
-              global_sum: Callable[[float], float], split_demonstrations: bool = True) -> "BatchLayout":
+              global_sum: Callable[[float], float], split_demonstrations: bool) -> "BatchLayout":
         batch = pack([r.prompt_ids for r in rows], [r.completion_ids for r in rows], pad_id).to(device)
         kind = lambda *kinds: torch.tensor([r.kind in kinds for r in rows], device=device)  # noqa: E731
         rl, on_policy, demo = kind(ROLLOUT, EXPERT_MEMBER), kind(ROLLOUT), kind(DEMO)

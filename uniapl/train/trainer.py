@@ -393,7 +393,7 @@ class UniAPLTrainer:
         rows = self._rows(comps, member, metrics)
         # sharded processes must run the same passes in step, so they keep one plan that does not depend on lengths
         layout = BatchLayout.build(rows.rows, self.pad_id, self.accelerator.device, self.config.rollout.temperature,
-                                   self.config.training.micro_batch_size, self._global_sum, split_demonstrations=self.sharding is None)
+                                   self.config.training.micro_batch_size, self._global_sum, self.sharding is None)
         with timed(metrics, M.TIME_FIRST_PASS):
             first = self._first_pass(comps, layout, discriminator)
         loss = self._step_loss(comps, member, stage_steps)
@@ -477,7 +477,8 @@ class UniAPLTrainer:
         first = FirstPass(layout, ref_logp)
         if discriminator.needs_pooled and not layout.pooled_before_advantages:
             self.policy.train()
-            for idx in layout.micro_batches:
+            # the demonstration-only passes ahead of the advantages record their own rows in time
+            for idx in layout.micro_batches[layout.advantages_pass:]:
                 with self._autocast():
                     first.record(idx, self._token_scores(self.policy, layout, idx, pool=True))
         return first
