@@ -7,10 +7,12 @@ import re
 import statistics
 
 import pytest
+from matplotlib.axes import Axes
 from PIL import Image
 from markdown_tables import cell, table_with
 from synthetic_runs import analysis_result, eval_scores, make_run
 
+from uniapl.analysis.plots import CurveFigure, CurveLine, Series, curve_figure, trailing_mean
 from uniapl.analysis.report import write_report
 from uniapl.cli import main
 
@@ -123,3 +125,35 @@ def test_a_plain_model_folder_reports_the_results_beside_its_weights(tmp_path):
     assert cell(table_with(text, "length W1"), "base-model", "length mean") == "6"
     assert "config.yaml missing for: base-model." in text
     assert "Not logged by any run: Reward (mean over rollouts);" in text
+
+
+def test_trailing_mean_never_looks_ahead():
+    values = [4.0, 0.0, 2.0, 6.0, 1.0]
+    assert trailing_mean(values, 3) == pytest.approx([4.0, 2.0, 2.0, 8 / 3, 3.0])
+    assert trailing_mean(values, 1) == values
+    assert trailing_mean(values[:3] + [100.0, 100.0], 3)[:3] == trailing_mean(values, 3)[:3]
+
+
+def test_curves_draw_the_trailing_mean_over_the_logged_values(monkeypatch, tmp_path):
+    drawn = []
+    original_plot = Axes.plot
+
+    def recording_plot(self, x, y, *args, **kwargs):
+        drawn.append((kwargs.get("label"), list(y)))
+        return original_plot(self, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "plot", recording_plot)
+    figure = CurveFigure("reward.png", "reward", ((Series("reward/mean", "reward"),),))
+    rewards = [0.0, 1.0, 0.0, 1.0, 0.5]
+    curve_figure(figure, {"grpo": {"reward/mean": CurveLine([1, 2, 3, 4, 5], rewards)}}, tmp_path / "reward.png", 2)
+    assert drawn == [(None, rewards), ("grpo", [0.0, 0.5, 0.5, 0.5, 0.75])]
+
+
+def test_cli_smoothing_is_stated_and_validated(runs, tmp_path, capsys):
+    out = tmp_path / "cli-report"
+    assert main(["report", str(runs["a"]), "--out", str(out)]) == 0
+    assert "Solid lines: the trailing mean over 5 steps" in (out / "report.md").read_text()
+    assert main(["report", str(runs["a"]), "--out", str(out), "--smooth", "1"]) == 0
+    assert "trailing mean" not in (out / "report.md").read_text()
+    assert main(["report", str(runs["a"]), "--out", str(out), "--smooth", "0"]) == 2
+    assert "--smooth must be at least 1, got 0" in capsys.readouterr().err

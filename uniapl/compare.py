@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from uniapl.analysis.analyze import ANALYSIS_JSON, AnalysisSettings
+from uniapl.analysis import DEFAULT_SMOOTHING_WINDOW
 from uniapl.analysis.report import EVAL_JSON, HELDOUT_DIR, write_report
 from uniapl.errors import UniaplError
 from uniapl.train.rollout import SamplingParams
@@ -34,6 +35,7 @@ class CompareSettings:
     dtype: str = "auto"  # for evaluation and analysis
     heldout: str | None = None  # held-out constraint prompts, evaluated greedily into final/heldout
     skip: tuple[str, ...] = ()  # steps left out, from EVAL_STEPS
+    smoothing_window: int = DEFAULT_SMOOTHING_WINDOW  # of the report's curves
 
 
 EVAL_STEPS = ("heldout", "ifeval", "analyze")
@@ -108,6 +110,6 @@ def compare(config_path: str | Path, out: str | Path, settings: CompareSettings,
                 log(f"{run.name}: {name}")
                 do()
     report = out / "report"
-    write_report([run_dir(out, a, s) for a, s in configs], report)
+    write_report([run_dir(out, a, s) for a, s in configs], report, settings.smoothing_window)
     log(f"report: {report / 'report.md'}, {report / 'report.html'}")
     return report

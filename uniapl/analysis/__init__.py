@@ -4,3 +4,6 @@
 demonstrations, and `report` renders runs side by side. `uniapl.compare` runs the whole pipeline
 (train, evaluate, analyze, report) over a grid of (algorithm, seed) runs.
 """
+
+# Report curves are drawn as trailing means over this many steps: a few prompts a step make per-step values noisy.
+DEFAULT_SMOOTHING_WINDOW = 5

@@ -84,8 +84,23 @@ class CurveLine:
     band: tuple[list[float], list[float]] | None = None
 
 
-def curve_figure(figure: CurveFigure, lines: dict[str, dict[str, CurveLine]], path: Path) -> Path:
-    """Runs overlaid on shared axes: `lines[run label][metrics key]`; each run keeps one color throughout."""
+def trailing_mean(values: list[float], window: int) -> list[float]:
+    """The mean of each value and the up to `window - 1` before it: a smoothing that never looks ahead."""
+    means, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= window:
+            total -= values[i - window]
+        means.append(total / min(i + 1, window))
+    return means
+
+
+def curve_figure(figure: CurveFigure, lines: dict[str, dict[str, CurveLine]], path: Path, smoothing_window: int = 1) -> Path:
+    """Runs overlaid on shared axes: `lines[run label][metrics key]`; each run keeps one color throughout.
+
+    With `smoothing_window` > 1 each line is drawn as its trailing mean, over the faint per-step values:
+    a few prompts a step make per-step rewards too noisy to compare runs by eye.
+    """
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     fig, axes = plt.subplots(1, len(figure.axes), figsize=(6 * len(figure.axes), 3.5), squeeze=False)
     for ax, panel in zip(axes[0], figure.axes):
@@ -96,9 +111,14 @@ def curve_figure(figure: CurveFigure, lines: dict[str, dict[str, CurveLine]], pa
                 if line is None:
                     continue
                 label = run if len(panel) == 1 else f"{run}: {series.label}"
-                ax.plot(line.steps, line.values, linestyle=series.linestyle, color=color, label=label)
-                if line.band is not None:
-                    ax.fill_between(line.steps, *line.band, color=color, alpha=0.2, linewidth=0)
+                values, band = line.values, line.band
+                if smoothing_window > 1:
+                    ax.plot(line.steps, values, linestyle=series.linestyle, color=color, alpha=0.25, linewidth=0.8)
+                    values = trailing_mean(values, smoothing_window)
+                    band = band and (trailing_mean(band[0], smoothing_window), trailing_mean(band[1], smoothing_window))
+                ax.plot(line.steps, values, linestyle=series.linestyle, color=color, label=label)
+                if band is not None:
+                    ax.fill_between(line.steps, *band, color=color, alpha=0.2, linewidth=0)
         ax.set_xlabel("optimizer step")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(" / ".join(s.label for s in panel))

@@ -19,6 +19,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from uniapl.analysis import DEFAULT_SMOOTHING_WINDOW
 from uniapl.analysis.analyze import ANALYSIS_JSON, LENGTH_PNG, LOGPROB_PNG
 from uniapl.analysis.distributions import mean_and_standard_error
 from uniapl.analysis.plots import CurveFigure, CurveLine, Series, curve_figure
@@ -294,7 +295,7 @@ def _config_cell(flat: dict, key: str) -> str:
     return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
-def build_blocks(runs: list[Run], out_dir: Path) -> list[Block]:
+def build_blocks(runs: list[Run], out_dir: Path, smoothing_window: int) -> list[Block]:
     """The report's content; figures are written into `out_dir` as they are made."""
     groups = group_by_config(runs)
     pooled = [g for g in groups if len(g.runs) > 1]
@@ -338,6 +339,8 @@ def build_blocks(runs: list[Run], out_dir: Path) -> list[Block]:
     blocks.append(Heading(2, "Training curves"))
     if pooled:
         blocks.append(Paragraph("Seeds of one configuration are drawn as their mean, with a band of ±1 standard error."))
+    if smoothing_window > 1:
+        blocks.append(Paragraph(f"Solid lines: the trailing mean over {smoothing_window} steps; faint lines: each step's value."))
     not_logged = []
     for figure in CURVE_FIGURES:
         lines = {g.label: {k: line for k in figure.keys if (line := group_curve(g, k)) is not None} for g in groups}
@@ -345,7 +348,7 @@ def build_blocks(runs: list[Run], out_dir: Path) -> list[Block]:
         if not lines:
             not_logged.append(figure.title)
             continue
-        blocks.append(Image(curve_figure(figure, lines, out_dir / figure.filename), figure.title))
+        blocks.append(Image(curve_figure(figure, lines, out_dir / figure.filename, smoothing_window), figure.title))
     if not_logged:
         blocks.append(Paragraph("Not logged by any run: " + "; ".join(not_logged) + "."))
 
@@ -429,17 +432,22 @@ def render_html(blocks: list[Block]) -> str:
     )
 
 
-def write_report(run_dirs: list[str | Path], out_dir: str | Path) -> list[Run]:
-    """Write report.md (next to its PNGs) and the self-contained report.html into `out_dir`."""
+def write_report(run_dirs: list[str | Path], out_dir: str | Path, smoothing_window: int = DEFAULT_SMOOTHING_WINDOW) -> list[Run]:
+    """Write report.md (next to its PNGs) and the self-contained report.html into `out_dir`.
+
+    Curves are drawn as trailing means over `smoothing_window` steps (1: as logged).
+    """
     if not run_dirs:
         raise UniaplError("give at least one run folder to report on")
+    if smoothing_window < 1:
+        raise UniaplError(f"the smoothing window must be a whole number of steps, 1 or more (1: no smoothing); got {smoothing_window}")
     runs = [load_run(p) for p in run_dirs]
     labels = [r.label for r in runs]
     if len(set(labels)) != len(labels):
         raise UniaplError(f"run folders must have distinct names to tell them apart in the report: {', '.join(labels)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    blocks = build_blocks(runs, out_dir)
+    blocks = build_blocks(runs, out_dir, smoothing_window)
     (out_dir / "report.md").write_text(render_markdown(blocks, out_dir), encoding="utf-8")
     (out_dir / "report.html").write_text(render_html(blocks), encoding="utf-8")
     return runs

@@ -48,6 +48,14 @@ def add_dtype_argument(parser, default: str = "auto") -> None:
                         help="auto: bf16 where the hardware runs it natively, else fp32 (default: %(default)s)")
 
 
+def add_smoothing_argument(parser) -> None:
+    """The same --smooth for every report."""
+    from uniapl.analysis import DEFAULT_SMOOTHING_WINDOW
+
+    parser.add_argument("--smooth", type=int, default=DEFAULT_SMOOTHING_WINDOW, metavar="STEPS",
+                        help="draw training curves as trailing means over this many steps, 1 for as logged (default: %(default)s)")
+
+
 def require_at_least(args, **minimums: int) -> None:
     """Each option `--name` that is set must be at least its minimum."""
     for name, least in minimums.items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from uniapl.cli import add_dtype_argument, require_at_least
+from uniapl.cli import add_dtype_argument, add_smoothing_argument, require_at_least
 from uniapl.errors import UniaplError
 
 
@@ -38,6 +38,7 @@ def add_parser(subparsers) -> None:
                    "greedily, into final/heldout: what tuning may look at")
     p.add_argument("--skip", default="", help="comma-separated steps to leave out: heldout, ifeval, analyze (tuning runs skip ifeval)")
     add_dtype_argument(p)  # for evaluation and analysis
+    add_smoothing_argument(p)
     p.set_defaults(func=run)
 
 
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     algorithms = tuple(a.strip() for a in args.algorithms.split(",") if a.strip())
     if not algorithms:
         raise UniaplError("--algorithms is empty")
-    require_at_least(args, eval_limit=1, eval_max_new_tokens=1, eval_batch_size=1, analysis_prompts=1)
+    require_at_least(args, eval_limit=1, eval_max_new_tokens=1, eval_batch_size=1, analysis_prompts=1, smooth=1)
     check_output_folder(args.out, "--out")
     settings = CompareSettings(
         algorithms=algorithms,
@@ -63,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         heldout=args.heldout,
         skip=tuple(step.strip() for step in args.skip.split(",") if step.strip()),
+        smoothing_window=args.smooth,
     )
     compare(args.config, args.out, settings)
     return 0
