@@ -4,7 +4,7 @@
 #   bash scripts/repro/run.sh grid     # each algorithm at its tuned learning rate, seeds 1-3: train, held-out, IFEval, analysis
 #   bash scripts/repro/run.sh start    # the start model and the echo floor, with the same settings
 #   bash scripts/repro/run.sh report   # the comparison report (runs/repro/grid/report) and the results table
-#   bash scripts/repro/run.sh all      # the four above, in that order
+#   bash scripts/repro/run.sh all      # tune, start, grid, report: the start model early, so the tuning can be read against it
 # Two lanes, one thread each (two 1-thread jobs use 2 cores better than one 2-thread job). Every step resumes:
 # rerun the same command after an interruption.
 set -euo pipefail
@@ -38,7 +38,7 @@ grid_lane() {
 
 case "${1:-}" in
   all)
-    for stage in tune grid start report; do bash "$SELF" "$stage"; done ;;
+    for stage in tune start grid report; do bash "$SELF" "$stage"; done ;;
   tune)
     for lane in "${LANES[@]}"; do tune_lane "$lane" >> "runs/repro/tune-${lane%% *}.log" 2>&1 & done
     wait
