@@ -109,7 +109,8 @@ def test_run_ifeval_tiny_model_writes_files_and_resumes(tmp_path):
     scores = run_ifeval(TINY, out_dir=str(out), limit=3, batch_size=2, dtype="fp32", max_new_tokens=6)
     rows = [json.loads(line) for line in (out / RESPONSES_FILE).read_text().splitlines()]
     assert [r["key"] for r in rows] == [d["key"] for d in load_ifeval(limit=3)]
-    assert all(set(r) == {"key", "prompt", "response", "truncated", "n_tokens"} for r in rows)
+    assert all(set(r) == {"key", "prompt", "response", "truncated", "n_tokens", "seconds"} for r in rows)
+    assert rows[0]["seconds"] == rows[1]["seconds"] > 0  # one batch of two: each its half of the batch's time
     saved = json.loads((out / SCORES_FILE).read_text())
     assert saved["n_prompts"] == 3 and saved["max_new_tokens"] == 6 and saved["dtype"] == "fp32"
     assert all(0.0 <= saved[m] <= 1.0 for m in METRICS)
@@ -126,6 +127,9 @@ def test_run_ifeval_tiny_model_writes_files_and_resumes(tmp_path):
     assert [r["key"] for r in resumed] == [r["key"] for r in rows]
     assert resumed[0]["response"] == "all lowercase marker"
     assert resumed[2]["response"] == rows[2]["response"]
+    rescored = json.loads((out / SCORES_FILE).read_text())
+    assert rescored["generation_seconds"] == pytest.approx(sum(r["seconds"] for r in resumed))
+    assert resumed[2]["seconds"] != rows[2]["seconds"]  # the half-written row was generated again, and timed again
 
 
 def test_resuming_with_other_settings_is_refused(tmp_path):
@@ -146,6 +150,13 @@ def test_cli_echo_floor_then_scores_saved_responses(tmp_path, capsys):
     assert main(["eval", "ifeval", "--responses", str(out / RESPONSES_FILE), "--limit", "12", "--out", str(rescored_dir)]) == 0
     second = json.loads((rescored_dir / SCORES_FILE).read_text())
     assert {m: second[m] for m in METRICS} == {m: first[m] for m in METRICS}
+    assert second["generation_seconds"] == pytest.approx(first["generation_seconds"])
+
+    untimed = tmp_path / "untimed.jsonl"  # responses made elsewhere: no time, rather than a wrong one
+    untimed.write_text("".join(json.dumps({k: v for k, v in json.loads(line).items() if k != "seconds"}) + "\n"
+                               for line in (out / RESPONSES_FILE).read_text().splitlines()))
+    assert main(["eval", "ifeval", "--responses", str(untimed), "--limit", "12", "--out", str(tmp_path / "untimed")]) == 0
+    assert json.loads((tmp_path / "untimed" / SCORES_FILE).read_text())["generation_seconds"] is None
 
     # all 541 asked for, 12 answered: a clear error, no traceback
     assert main(["eval", "ifeval", "--responses", str(out / RESPONSES_FILE), "--out", str(rescored_dir)]) == 2

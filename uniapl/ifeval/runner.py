@@ -8,6 +8,7 @@ with; resuming with other settings is refused rather than mixing two runs in one
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 from uniapl.io import append_jsonl, read_json, read_jsonl, read_resumable_jsonl, write_json_atomic
@@ -60,7 +61,10 @@ def _generate_missing(model: str, docs: list[dict], out_dir: Path, batch_size: i
     with tqdm(total=len(docs), initial=len(docs) - len(pending), desc="ifeval", unit="prompt") as progress:
         for start in range(0, len(pending), batch_size):
             batch = pending[start : start + batch_size]
-            append_jsonl(responses_path, respond(batch))
+            started = time.perf_counter()
+            rows = respond(batch)
+            share = (time.perf_counter() - started) / len(batch)  # each row's share of its batch's wall time
+            append_jsonl(responses_path, [{**row, "seconds": share} for row in rows])
             progress.update(len(batch))
 
 
@@ -115,6 +119,8 @@ def _summarize(rows: list[dict], docs: list[dict]) -> dict:
             [prompt_text(d["prompt"]) for d in docs], [r["response"] for r in chosen], [bool(r.get("truncated", False)) for r in chosen]
         ),
         "mean_length_tokens": sum(r["n_tokens"] for r in chosen) / len(chosen),
+        # summed over resumed runs; None for responses made elsewhere or before the time was recorded
+        "generation_seconds": sum(r["seconds"] for r in chosen) if all("seconds" in r for r in chosen) else None,
     }
 
 
