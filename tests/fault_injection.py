@@ -481,8 +481,8 @@ CASES: list[Case] = [
         files={"r1/final/config.json": b"{}", "r1/final/ifeval_scores.json": b"{oops"}, expected="{dir}/r1/final/ifeval_scores.json:1: not valid JSON"),
     cmd("report with scores not UTF-8", "report", "{dir}/r1", "--out", "{dir}/rep",
         files={"r1/final/config.json": b"{}", "r1/final/ifeval_scores.json": b'{"a": "\xff"}'}, expected="{dir}/r1/final/ifeval_scores.json:1: not UTF-8"),
-    cmd("report with two runs of one name", "report", "{dir}/a/run", "{dir}/b/run", "--out", "{dir}/rep",
-        files={"a/run/metrics.jsonl": _jsonl({"step": 1}), "b/run/metrics.jsonl": _jsonl({"step": 1})}, expected="must have distinct names"),
+    cmd("report with one run twice", "report", "{dir}/a/run", "{dir}/a/run/", "--out", "{dir}/rep",
+        files={"a/run/metrics.jsonl": _jsonl({"step": 1})}, expected="run folder '{dir}/a/run' is given twice"),
     # ---- compare ----
     cmd("compare config missing", "compare", "{dir}/nope.yaml", "--out", "{dir}/cmp", "--expert", "{dir}/good.jsonl",
         expected="config file '{dir}/nope.yaml' does not exist"),

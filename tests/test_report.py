@@ -13,7 +13,7 @@ from markdown_tables import cell, table_with
 from synthetic_runs import analysis_result, eval_scores, make_run
 
 from uniapl.analysis.plots import CurveFigure, CurveLine, Series, curve_figure, trailing_mean
-from uniapl.analysis.report import write_report
+from uniapl.analysis.report import distinct_labels, write_report
 from uniapl.cli import main
 
 
@@ -157,3 +157,17 @@ def test_cli_smoothing_is_stated_and_validated(runs, tmp_path, capsys):
     assert "trailing mean" not in (out / "report.md").read_text()
     assert main(["report", str(runs["a"]), "--out", str(out), "--smooth", "0"]) == 2
     assert "--smooth must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_runs_of_one_name_in_different_folders_are_told_apart_by_their_parents(tmp_path):
+    analysis = analysis_result([10, 12, 30], [11, 13, 15])
+    run_dirs = [make_run(tmp_path, f"{lr}/grpo-seed1", "grpo", 1, eval_scores(score, 0.5), analysis)
+                for lr, score in (("lr3e-6", 0.25), ("lr1e-5", 0.5))]
+    out = tmp_path / "report"
+    write_report(run_dirs, out)
+    text = (out / "report.md").read_text()
+    table = table_with(text, "prompt strict %")
+    assert cell(table, "lr3e-6/grpo-seed1", "prompt strict %") == "25.00"
+    assert cell(table, "lr1e-5/grpo-seed1", "prompt strict %") == "50.00"
+    assert "lr1e-5__grpo-seed1_length_hist.png" in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert distinct_labels([tmp_path / "a" / "x", tmp_path / "b" / "y"]) == ["x", "y"]

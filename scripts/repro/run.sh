@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The reproduction of docs/results.md ("UniAPL against GRPO and SFT-then-GRPO"), end to end:
-#   bash scripts/repro/run.sh tune     # each algorithm at each learning rate, seed 0, held-out split only
+#   bash scripts/repro/run.sh tune     # each algorithm at each learning rate, seed 0, held-out split only; report: runs/repro/tune/report
 #   bash scripts/repro/run.sh grid     # each algorithm at its tuned learning rate, seeds 1-3: train, held-out, IFEval, analysis
 #   bash scripts/repro/run.sh start    # the start model and the echo floor, with the same settings
 #   bash scripts/repro/run.sh report   # the comparison report (runs/repro/grid/report) and the results table
@@ -42,6 +42,7 @@ case "${1:-}" in
   tune)
     for lane in "${LANES[@]}"; do tune_lane "$lane" >> "runs/repro/tune-${lane%% *}.log" 2>&1 & done
     wait
+    $UNIAPL report runs/repro/tune/lr*/*-seed0 --out runs/repro/tune/report
     .venv/bin/python scripts/repro/select_lr.py --table ;;
   grid)
     for lane in "${LANES[@]}"; do grid_lane "$lane" >> "runs/repro/grid-${lane%% *}.log" 2>&1 & done

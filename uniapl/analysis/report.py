@@ -60,7 +60,21 @@ def _read_json(path: Path) -> dict | None:
     return read_json(path) if path.is_file() else None
 
 
-def load_run(path: str | Path) -> Run:
+def distinct_labels(paths: list[Path]) -> list[str]:
+    """The runs' folder names, or as many trailing path parts as it takes to tell them apart
+    (runs/lr3e-6/grpo-seed0 and runs/lr1e-5/grpo-seed0 become lr3e-6/grpo-seed0 and lr1e-5/grpo-seed0)."""
+    parts = [p.resolve().parts for p in paths]
+    repeated = next((p for p, q in zip(paths, parts) if parts.count(q) > 1), None)
+    if repeated is not None:
+        raise UniaplError(f"run folder '{repeated}' is given twice")
+    for depth in range(1, max(len(q) for q in parts) + 1):
+        labels = ["/".join(q[-depth:]) for q in parts]
+        if len(set(labels)) == len(labels):
+            return labels
+    raise AssertionError("distinct folders have distinct full paths")
+
+
+def load_run(path: str | Path, label: str) -> Run:
     """Everything a report shows about one run folder; parts that do not exist are None or empty."""
     path = Path(path)
     if not path.is_dir():
@@ -72,7 +86,7 @@ def load_run(path: str | Path) -> Run:
     analysis_dir = results_dir / "analysis"
     return Run(
         path=path,
-        label=path.resolve().name,
+        label=label,
         config=config if isinstance(config, dict) else None,
         metrics=metrics,
         eval=_read_json(results_dir / EVAL_JSON),
@@ -359,7 +373,7 @@ def build_blocks(runs: list[Run], out_dir: Path, smoothing_window: int) -> list[
             continue
         for png, what in ((LENGTH_PNG, "response length"), (LOGPROB_PNG, "per-token log-prob")):
             if (run.analysis_dir / png).is_file():
-                copy = out_dir / f"{run.label}_{png}"
+                copy = out_dir / f"{run.label.replace('/', '__')}_{png}"
                 shutil.copyfile(run.analysis_dir / png, copy)
                 blocks.append(Image(copy, f"{run.label}: {what}"))
             else:
@@ -441,10 +455,8 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path, smoothing_wind
         raise UniaplError("give at least one run folder to report on")
     if smoothing_window < 1:
         raise UniaplError(f"the smoothing window must be a whole number of steps, 1 or more (1: no smoothing); got {smoothing_window}")
-    runs = [load_run(p) for p in run_dirs]
-    labels = [r.label for r in runs]
-    if len(set(labels)) != len(labels):
-        raise UniaplError(f"run folders must have distinct names to tell them apart in the report: {', '.join(labels)}")
+    paths = [Path(p) for p in run_dirs]
+    runs = [load_run(p, label) for p, label in zip(paths, distinct_labels(paths))]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     blocks = build_blocks(runs, out_dir, smoothing_window)
