@@ -1,0 +1,109 @@
+"""The reproduction's scripts (scripts/repro/): the tuned learning rate, the results table, publishing.
+
+They decide and print the figures of docs/results.md, so they are run here as a user runs them, on
+run folders laid out like `scripts/repro/run.sh` leaves them, with made-up scores.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts" / "repro"
+
+
+def script(name: str, *args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPTS / name), *args], cwd=cwd, capture_output=True, text=True, check=check)
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
+def heldout_scores(reward: float) -> dict:
+    return {"mean_partial_reward": reward, "prompt_level_strict_acc": reward / 2}
+
+
+def test_select_lr_picks_the_best_heldout_reward_and_breaks_ties_to_the_smaller_rate(tmp_path):
+    tune = tmp_path / "runs/repro/tune"
+    for lr, grpo, uniapl in (("3e-6", 0.40, 0.45), ("1e-5", 0.50, 0.45)):
+        write_json(tune / f"lr{lr}/grpo-seed0/final/heldout/ifeval_scores.json", heldout_scores(grpo))
+        write_json(tune / f"lr{lr}/uniapl-seed0/final/heldout/ifeval_scores.json", heldout_scores(uniapl))
+    (tune / "lr1e-5/sft_then_grpo-seed0").mkdir(parents=True)  # started, not finished
+    assert script("select_lr.py", "--algorithm", "grpo", cwd=tmp_path).stdout.strip() == "1e-05"
+    assert script("select_lr.py", "--algorithm", "uniapl", cwd=tmp_path).stdout.strip() == "3e-06"
+    unfinished = script("select_lr.py", "--algorithm", "sft_then_grpo", cwd=tmp_path, check=False)
+    assert unfinished.returncode != 0 and "missing or unfinished" in unfinished.stderr
+    table = script("select_lr.py", "--table", cwd=tmp_path).stdout
+    assert "| grpo | 1e-05 | 0.5000 | 25.00 |" in table and "| sft_then_grpo | 1e-05 | unfinished | unfinished |" in table
+
+
+def test_results_table_gives_mean_standard_error_and_the_difference_of_uniapl(tmp_path):
+    grid = tmp_path / "runs/repro/grid"
+    strict = {"grpo": [0.20, 0.22, 0.27], "uniapl": [0.25, 0.30, 0.26]}
+    for algorithm, values in strict.items():
+        for seed, value in zip((1, 2, 3), values):
+            write_json(grid / f"{algorithm}-seed{seed}/final/ifeval_scores.json",
+                       {"prompt_level_strict_acc": value, "degeneration": {"echo_rate": 0.01}})
+    write_json(tmp_path / "runs/repro/start/final/ifeval_scores.json", {"prompt_level_strict_acc": 0.18})
+    out = script("results_table.py", cwd=tmp_path).stdout
+
+    def row(name: str) -> list[str]:
+        line = next(line for line in out.splitlines() if line.startswith(f"| {name} |"))
+        return [c.strip() for c in line.strip("|").split("|")]
+
+    header = row("model")
+    mean, stderr = statistics.mean(strict["grpo"]), statistics.stdev(strict["grpo"]) / math.sqrt(3)
+    assert row("grpo")[header.index("IFEval prompt strict")] == f"{100 * mean:.2f} ± {100 * stderr:.2f} (n=3)"
+    assert row("start model (SmolLM2-135M-Instruct)")[header.index("IFEval prompt strict")] == "18.00 (n=1)"
+    assert row("grpo")[header.index("held-out reward")] == "missing"
+    assert row("grpo")[header.index("echo %")] == "1.00 ± 0.00 (n=3)"
+    assert "sft_then_grpo" not in out.split("\n\n")[0]  # no runs, no row
+    difference = 100 * (statistics.mean(strict["uniapl"]) - mean)
+    se = 100 * math.sqrt(statistics.variance(strict["uniapl"]) / 3 + statistics.variance(strict["grpo"]) / 3)
+    assert f"- uniapl − grpo, IFEval prompt strict: {difference:+.2f} ± {se:.2f}" in out
+
+
+def test_publish_copies_results_not_weights_and_marks_unfinished_metrics(tmp_path):
+    runs = tmp_path / "runs/repro"
+    finished = runs / "grid/grpo-seed1"
+    write_json(finished / "final/config.json", {})
+    (finished / "final/model.safetensors").write_bytes(b"weights")
+    (finished / "checkpoints/step-000040").mkdir(parents=True)
+    (finished / "checkpoints/step-000040/config.yaml").write_text("a: 1\n")
+    write_json(finished / "final/ifeval_scores.json", {"prompt_level_strict_acc": 0.2})
+    write_json(finished / "final/heldout/ifeval_scores.json", heldout_scores(0.4))
+    write_json(finished / "final/analysis/analysis.json", {"n_prompts": 3})
+    running = runs / "grid/uniapl-seed1"
+    running.mkdir(parents=True)
+    for run in (finished, running):
+        (run / "config.yaml").write_text("algorithm: {name: grpo}\n")
+        (run / "metrics.jsonl").write_text('{"step": 1}\n')
+    write_json(runs / "start/final/ifeval_scores.json", {"prompt_level_strict_acc": 0.18})
+    (runs / "grid/report").mkdir()
+    (runs / "grid/report/report.md").write_text("# report\n")
+
+    script("publish.py", cwd=tmp_path)
+    published = {p.relative_to(tmp_path / "docs/repro").as_posix() for p in (tmp_path / "docs/repro").rglob("*") if p.is_file()}
+    assert published == {
+        "grid/grpo-seed1/config.yaml", "grid/grpo-seed1/metrics.jsonl", "grid/grpo-seed1/ifeval/ifeval_scores.json",
+        "grid/grpo-seed1/heldout/ifeval_scores.json", "grid/grpo-seed1/analysis/analysis.json",
+        "grid/uniapl-seed1/config.yaml", "grid/uniapl-seed1/metrics.partial.jsonl",
+        "start/ifeval/ifeval_scores.json", "grid/report/report.md",
+    }
+
+    write_json(running / "final/config.json", {})  # it finishes: the snapshot is replaced
+    script("publish.py", cwd=tmp_path)
+    assert sorted(p.name for p in (tmp_path / "docs/repro/grid/uniapl-seed1").iterdir()) == ["config.yaml", "metrics.jsonl"]
+
+
+@pytest.mark.parametrize("name", ["select_lr.py", "results_table.py", "publish.py"])
+def test_each_script_explains_itself(name, tmp_path):
+    assert "usage:" in script(name, "--help", cwd=tmp_path).stdout
