@@ -30,7 +30,7 @@ tune_lane() {
 
 grid_lane() {
   for algorithm in $1; do
-    lr=$(.venv/bin/python scripts/repro/select_lr.py --algorithm "$algorithm")
+    lr=$(.venv/bin/python scripts/repro/select_lr.py --algorithm "$algorithm") || { echo "run.sh: no tuned learning rate for $algorithm; finish its tuning first"; continue; }
     $UNIAPL compare $CONFIG --algorithms "$algorithm" --seeds 1,2,3 --out runs/repro/grid --set training.learning_rate="$lr" "${EVAL[@]}" \
       || echo "run.sh: $algorithm failed; rerun to resume it"
   done
