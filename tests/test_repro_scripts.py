@@ -43,6 +43,9 @@ def test_select_lr_picks_the_best_heldout_reward_and_breaks_ties_to_the_smaller_
     assert unfinished.returncode != 0 and "missing or unfinished" in unfinished.stderr
     table = script("select_lr.py", "--table", cwd=tmp_path).stdout
     assert "| grpo | 1e-05 | 0.5000 | 25.00 |" in table and "| sft_then_grpo | 1e-05 | unfinished | unfinished |" in table
+    assert "| start model (no training) | - | unfinished | unfinished |" in table
+    write_json(tmp_path / "runs/repro/start/final/heldout/ifeval_scores.json", heldout_scores(0.3))
+    assert "| start model (no training) | - | 0.3000 | 15.00 |" in script("select_lr.py", "--table", cwd=tmp_path).stdout
 
 
 def test_results_table_gives_mean_standard_error_and_the_difference_of_uniapl(tmp_path):

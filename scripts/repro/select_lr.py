@@ -4,7 +4,7 @@ Tuning runs live in runs/repro/tune/lr<LR>/<algorithm>-seed0 (scripts/repro/run.
 held-out scores (final/heldout) are read, never IFEval. Ties go to the smaller learning rate.
 
     python scripts/repro/select_lr.py --algorithm uniapl     # prints the chosen learning rate
-    python scripts/repro/select_lr.py --table                # every tuning run and its score, as markdown
+    python scripts/repro/select_lr.py --table                # every tuning run and its score, and the start model's, as markdown
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 
 TUNE = Path("runs/repro/tune")
 SCORES = Path("final/heldout/ifeval_scores.json")
+START = Path("runs/repro/start")  # the start model, evaluated the same way (run.sh start)
 
 
 def tuning_scores(algorithm: str | None = None) -> dict[tuple[str, float], dict | None]:
@@ -37,10 +38,13 @@ def main() -> None:
     args = parser.parse_args()
     scores = tuning_scores(args.algorithm)
     if args.table:
+        start = START / SCORES
+        rows = [("start model (no training)", "-", json.loads(start.read_text()) if start.is_file() else None)]
+        rows += [(name, f"{lr:g}", s) for (name, lr), s in sorted(scores.items())]
         print("| algorithm | learning rate | held-out reward | held-out prompt strict % |\n|---|---|---|---|")
-        for (name, lr), s in sorted(scores.items()):
+        for name, lr, s in rows:
             cells = f"{s['mean_partial_reward']:.4f} | {100 * s['prompt_level_strict_acc']:.2f}" if s else "unfinished | unfinished"
-            print(f"| {name} | {lr:g} | {cells} |")
+            print(f"| {name} | {lr} | {cells} |")
         return
     if not scores or any(s is None for s in scores.values()):
         sys.exit(f"select_lr: the tuning runs of {args.algorithm} are missing or unfinished under {TUNE}")
