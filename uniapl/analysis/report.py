@@ -68,10 +68,10 @@ def distinct_labels(paths: list[Path]) -> list[str]:
     if repeated is not None:
         raise UniaplError(f"run folder '{repeated}' is given twice")
     for depth in range(1, max(len(q) for q in parts) + 1):
-        labels = ["/".join(q[-depth:]) for q in parts]
+        labels = [Path(*q[-depth:]).as_posix() for q in parts]
         if len(set(labels)) == len(labels):
             return labels
-    raise AssertionError("distinct folders have distinct full paths")
+    raise AssertionError("unreachable: at full depth the labels are the distinct resolved paths")
 
 
 def load_run(path: str | Path, label: str) -> Run:
