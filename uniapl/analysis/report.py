@@ -67,11 +67,10 @@ def distinct_labels(paths: list[Path]) -> list[str]:
     repeated = next((p for p, q in zip(paths, parts) if parts.count(q) > 1), None)
     if repeated is not None:
         raise UniaplError(f"run folder '{repeated}' is given twice")
-    for depth in range(1, max(len(q) for q in parts) + 1):
-        labels = [Path(*q[-depth:]).as_posix() for q in parts]
-        if len(set(labels)) == len(labels):
-            return labels
-    raise AssertionError("unreachable: at full depth the labels are the distinct resolved paths")
+    depth = 1
+    while len({q[-depth:] for q in parts}) < len(parts):  # ends: at full depth they are the distinct paths
+        depth += 1
+    return [Path(*q[-depth:]).as_posix() for q in parts]
 
 
 def load_run(path: str | Path, label: str) -> Run:

@@ -105,13 +105,13 @@ def plan_passes(rows: list[TrainRow], size: int, split_demonstrations: bool) -> 
     """Row indices of each forward/backward pass, at most `size` rows a pass. Rows with one prompt go to the same
     pass, which then forwards that prompt once. Demonstrations take passes of their own, ahead of the RL rows,
     where that forwards fewer padded tokens: a long demonstration would otherwise pad every rollout to its length."""
-    def chunks(indices: list[int]) -> list[list[int]]:
-        ordered = sorted(indices, key=lambda i: prompt_order[tuple(rows[i].prompt_ids)])  # stable: same prompt together
-        return [ordered[s : s + size] for s in range(0, len(ordered), size)]
-
     prompt_order: dict[tuple, int] = {}
     for r in rows:
         prompt_order.setdefault(tuple(r.prompt_ids), len(prompt_order))
+
+    def chunks(indices: list[int]) -> list[list[int]]:
+        ordered = sorted(indices, key=lambda i: prompt_order[tuple(rows[i].prompt_ids)])  # stable: same prompt together
+        return [ordered[s : s + size] for s in range(0, len(ordered), size)]
     joint = chunks(list(range(len(rows))))
     demos = [i for i, r in enumerate(rows) if r.kind == DEMO]
     others = [i for i, r in enumerate(rows) if r.kind != DEMO]
