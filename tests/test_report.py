@@ -105,6 +105,22 @@ def test_curves_are_real_images_and_absent_metrics_are_named(runs, tmp_path):
     assert re.findall(r'src="(?!data:image/png;base64,)', page) == []
 
 
+def test_training_dynamics_summarise_the_start_and_end_of_each_curve(runs, tmp_path):
+    # synthetic metrics, steps 1-5: reward 0.1 * step + 0.01 * seed, lambda 1 / step, disc/acc_policy 0.5 + 0.05 * step
+    out = tmp_path / "report"
+    write_report([runs["a"], runs["b"], runs["c"]], out, smoothing_window=2)
+    text = (out / "report.md").read_text()
+    table = table_with(text, "reward, last 2")
+    assert cell(table, "uniapl-seed1", "steps logged") == "5"
+    assert float(cell(table, "uniapl-seed1", "reward, first 2")) == pytest.approx(0.16)
+    assert float(cell(table, "uniapl-seed1", "reward, last 2")) == pytest.approx(0.46)
+    assert float(cell(table, "uniapl-seed1", "lambda, last")) == pytest.approx(0.2)
+    assert cell(table, "uniapl-seed1", "disc acc policy %, last 2") == "72.50"
+    assert cell(table, "grpo-seed1", "disc acc policy %, last 2") == "missing"
+    pooled = table_with(text, "reward, last 2", index=1)
+    assert cell(pooled, "grpo", "reward, last 2") == "0.465 ± 0.005 (n=2)"
+
+
 def test_cli_reports_and_rejects_a_missing_folder(runs, tmp_path, capsys):
     out = tmp_path / "cli-report"
     assert main(["report", str(runs["a"]), str(runs["c"]), "--out", str(out)]) == 0

@@ -18,6 +18,7 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from uniapl.analysis import DEFAULT_SMOOTHING_WINDOW
 from uniapl.analysis.analyze import ANALYSIS_JSON, LENGTH_PNG, LOGPROB_PNG
@@ -120,6 +121,13 @@ def group_by_config(runs: list[Run]) -> list[Group]:
 # --- table columns ----------------------------------------------------------------------------------
 
 
+class TableColumn(Protocol):
+    header: str
+    percent: bool
+
+    def value(self, run: Run) -> float | None: ...
+
+
 @dataclass(frozen=True)
 class Column:
     """A number in a run's eval or analysis JSON, found by a path of keys."""
@@ -181,6 +189,57 @@ DEGENERATION_COLUMNS = [
     Column("verifier pass %", "analysis", ("verifier", "policy", "pass_rate"), percent=True),
     Column("expert verifier pass %", "analysis", ("verifier", "expert", "pass_rate"), percent=True),
 ]
+
+@dataclass(frozen=True)
+class CurveSummary:
+    """A training curve as one number: its mean over the first or the last `window` steps that logged it.
+
+    The start and end of a curve are what tells why a run ended where it did (did the reward rise, where
+    lambda settled, whether the discriminator still told expert from policy), without reading the plots.
+    """
+
+    header: str
+    key: str
+    from_end: bool
+    window: int
+    percent: bool = False
+
+    def value(self, run: Run) -> float | None:
+        curve = run_curve(run, self.key)
+        if not curve:
+            return None
+        steps = sorted(curve)
+        chosen = steps[-self.window :] if self.from_end else steps[: self.window]
+        return sum(curve[s] for s in chosen) / len(chosen)
+
+
+@dataclass(frozen=True)
+class StepsLogged:
+    header: str = "steps logged"
+    percent: bool = False
+
+    def value(self, run: Run) -> float | None:
+        steps = [row["step"] for row in run.metrics if isinstance(row.get("step"), int)]
+        return max(steps) if steps else None
+
+
+def dynamics_columns(window: int) -> list[TableColumn]:
+    first, last = f"first {window}", f"last {window}"
+    return [
+        StepsLogged(),
+        CurveSummary(f"reward, {first}", M.REWARD_MEAN, False, window),
+        CurveSummary(f"reward, {last}", M.REWARD_MEAN, True, window),
+        CurveSummary(f"length, {last}", M.LENGTH_MEAN, True, window),
+        CurveSummary(f"truncated %, {last}", M.TRUNCATED_FRAC, True, window, percent=True),
+        CurveSummary(f"entropy, {last}", M.ENTROPY, True, window),
+        CurveSummary("lambda, last", M.LAMBDA, True, 1),
+        CurveSummary(f"C_batch, {last}", M.C_BATCH, True, window),
+        CurveSummary("epsilon", M.EPSILON, True, 1),
+        CurveSummary(f"disc acc expert %, {last}", M.DISC_ACC_EXPERT, True, window, percent=True),
+        CurveSummary(f"disc acc policy %, {last}", M.DISC_ACC_POLICY, True, window, percent=True),
+        CurveSummary(f"r_adv, {last}", M.ADV_REWARD_MEAN, True, window),
+    ]
+
 
 CURVE_FIGURES = [
     CurveFigure("curve_reward.png", "Reward (mean over rollouts)", ((Series(M.REWARD_MEAN, "reward"),),)),
@@ -256,11 +315,11 @@ class Image:
 Block = Heading | Paragraph | Table | Image
 
 
-def run_table(runs: list[Run], columns: list[Column]) -> Table:
+def run_table(runs: list[Run], columns: list[TableColumn]) -> Table:
     return Table(["run"] + [c.header for c in columns], [[r.label] + [format_number(c.value(r), c.percent) for c in columns] for r in runs])
 
 
-def group_table(groups: list[Group], columns: list[Column]) -> Table:
+def group_table(groups: list[Group], columns: list[TableColumn]) -> Table:
     return Table(
         ["runs"] + [c.header for c in columns],
         [[g.label] + [format_mean([c.value(r) for r in g.runs], c.percent) for c in columns] for g in groups],
@@ -348,6 +407,20 @@ def build_blocks(runs: list[Run], out_dir: Path, smoothing_window: int) -> list[
         blocks += [Heading(2, title), Paragraph(note), run_table(runs, columns)]
         if pooled:
             blocks += [Paragraph("Mean ± standard error across seeds:"), group_table(groups, columns)]
+
+    blocks += [
+        Heading(2, "Training dynamics"),
+        Paragraph(
+            f"From metrics.jsonl: each curve's mean over the first or last {smoothing_window} steps that logged it "
+            "(a two-stage run's first rewards are those of its RL stage); lambda and epsilon at the last step that logged "
+            "them (for a two-stage run, the end of its SFT stage). "
+            f"Here \"{MISSING}\" also means the algorithm does not log that number (GRPO has no lambda, only UniAPL "
+            "has a discriminator)."
+        ),
+        run_table(runs, dynamics_columns(smoothing_window)),
+    ]
+    if pooled:
+        blocks += [Paragraph("Mean ± standard error across seeds:"), group_table(groups, dynamics_columns(smoothing_window))]
 
     blocks.append(Heading(2, "Training curves"))
     if pooled:
