@@ -71,7 +71,10 @@ def test_results_table_gives_mean_standard_error_and_the_difference_of_uniapl(tm
     assert "sft_then_grpo" not in out.split("\n\n")[0]  # no runs, no row
     difference = 100 * (statistics.mean(strict["uniapl"]) - mean)
     se = 100 * math.sqrt(statistics.variance(strict["uniapl"]) / 3 + statistics.variance(strict["grpo"]) / 3)
-    assert f"- uniapl − grpo, IFEval prompt strict: {difference:+.2f} ± {se:.2f}" in out
+    paired = [100 * (u - g) for u, g in zip(strict["uniapl"], strict["grpo"])]
+    paired_se = statistics.stdev(paired) / math.sqrt(3)
+    assert (f"- uniapl − grpo, IFEval prompt strict: {difference:+.2f} ± {se:.2f} (standard error of the difference; "
+            f"n=3 and 3); paired by seed: {statistics.mean(paired):+.2f} ± {paired_se:.2f} (n=3)") in out
 
 
 def test_publish_copies_results_not_weights_and_marks_unfinished_metrics(tmp_path):

@@ -2,7 +2,8 @@
 
 Reads runs/repro/grid/<algorithm>-seed<s>/final (IFEval scores, held-out scores, analysis), the start model
 (runs/repro/start/final) and the echo floor (runs/repro/echo/final), as scripts/repro/run.sh leaves them.
-Also prints UniAPL's differences from GRPO and from SFT-then-GRPO with their standard errors.
+Also prints UniAPL's differences from GRPO and from SFT-then-GRPO with their standard errors, unpaired and
+paired by seed (a seed fixes the data order, so the same seed of two algorithms saw the same prompts).
 
     python scripts/repro/results_table.py
 """
@@ -80,7 +81,13 @@ def main() -> None:
             scale = 100 if pct else 1
             diff = scale * (a["mean"] - b["mean"])
             se = scale * math.sqrt((a["stderr"] or 0) ** 2 + (b["stderr"] or 0) ** 2)
-            print(f"- uniapl − {other}, {header}: {diff:+.2f} ± {se:.2f} (standard error of the difference; n={a['n']} and {b['n']})")
+            line = f"- uniapl − {other}, {header}: {diff:+.2f} ± {se:.2f} (standard error of the difference; n={a['n']} and {b['n']})"
+            paired = mean_and_standard_error(
+                [x - y for x, y in zip(rows["uniapl"][header], rows[other][header]) if x is not None and y is not None]
+            )
+            if paired["stderr"] is not None:
+                line += f"; paired by seed: {scale * paired['mean']:+.2f} ± {scale * paired['stderr']:.2f} (n={paired['n']})"
+            print(line)
 
 
 if __name__ == "__main__":
