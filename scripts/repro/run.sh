@@ -28,11 +28,14 @@ tune_lane() {
   done
 }
 
+# Seed by seed, so that whenever the grid stops, every algorithm has about as many finished seeds as the others.
 grid_lane() {
-  for algorithm in $1; do
-    lr=$(.venv/bin/python scripts/repro/select_lr.py --algorithm "$algorithm") || { echo "run.sh: no tuned learning rate for $algorithm; finish its tuning first"; continue; }
-    $UNIAPL compare $CONFIG --algorithms "$algorithm" --seeds 1,2,3 --out runs/repro/grid --set training.learning_rate="$lr" "${EVAL[@]}" \
-      || echo "run.sh: $algorithm failed; rerun to resume it"
+  for seed in 1 2 3; do
+    for algorithm in $1; do
+      lr=$(.venv/bin/python scripts/repro/select_lr.py --algorithm "$algorithm") || { echo "run.sh: no tuned learning rate for $algorithm; finish its tuning first"; continue; }
+      $UNIAPL compare $CONFIG --algorithms "$algorithm" --seeds "$seed" --out runs/repro/grid --set training.learning_rate="$lr" "${EVAL[@]}" \
+        || echo "run.sh: $algorithm at seed $seed failed; rerun to resume it"
+    done
   done
 }
 
