@@ -93,6 +93,7 @@ def test_publish_copies_results_not_weights_and_marks_unfinished_metrics(tmp_pat
         (run / "config.yaml").write_text("algorithm: {name: grpo}\n")
         (run / "metrics.jsonl").write_text('{"step": 1}\n')
     write_json(runs / "start/final/ifeval_scores.json", {"prompt_level_strict_acc": 0.18})
+    write_json(runs / "start/final/heldout/ifeval_run.json", {"model": "m"})  # an evaluation in progress: not yet
     (runs / "grid/report").mkdir()
     (runs / "grid/report/report.md").write_text("# report\n")
 

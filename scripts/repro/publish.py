@@ -16,7 +16,8 @@ import shutil
 from pathlib import Path
 
 EVAL_FILES = ("ifeval_scores.json", "ifeval_run.json", "ifeval_responses.jsonl")
-# (folder under final/, files, folder under the published run)
+# (folder under final/, files, folder under the published run); a result is published once its first file (the
+# scores, written when the evaluation ends) exists, so an evaluation in progress leaves nothing half-done in docs/
 RESULT_FILES = [
     ("heldout", EVAL_FILES, "heldout"),
     (".", EVAL_FILES, "ifeval"),
@@ -38,7 +39,8 @@ def publish_run(run: Path, target: Path) -> list[str]:
     finished = (final / "config.json").is_file() or not (run / "config.yaml").is_file()
     sources = [(run / "config.yaml", target / "config.yaml"),
                (run / "metrics.jsonl", target / ("metrics.jsonl" if finished else "metrics.partial.jsonl"))]
-    sources += [(final / folder / name, target / published / name) for folder, names, published in RESULT_FILES for name in names]
+    sources += [(final / folder / name, target / published / name) for folder, names, published in RESULT_FILES
+                if (final / folder / names[0]).is_file() for name in names]
     for source, destination in sources:
         if source.is_file():
             destination.parent.mkdir(parents=True, exist_ok=True)
