@@ -82,6 +82,12 @@ def test_only_unfinished_steps_run(tmp_path, monkeypatch):
     compare(tiny_config(tmp_path, data), out, tuning, log=lambda line: None)
     assert calls == [("train", "grpo", 0), ("heldout", "grpo-seed0")]
 
+    # one lane of a grid: its runs, and no report over them alone
+    (report / "report.md").unlink()
+    lane = CompareSettings(algorithms=("grpo",), seeds=(3,), expert=str(data), skip=("report",))
+    assert compare(tiny_config(tmp_path, data), out, lane, log=lambda line: None) is None
+    assert ("train", "grpo", 3) in calls and not (report / "report.md").exists()
+
 
 def test_bad_inputs_fail_before_any_training(tmp_path, monkeypatch):
     monkeypatch.setattr(compare_module, "train_run", lambda config: pytest.fail("trained despite a bad input"))
@@ -93,7 +99,7 @@ def test_bad_inputs_fail_before_any_training(tmp_path, monkeypatch):
         compare(config, tmp_path / "grid", CompareSettings(("sft", "no_such_algorithm"), (1,), expert=str(data)))
     with pytest.raises(UniaplError, match="held-out prompts"):
         compare(config, tmp_path / "grid", CompareSettings(("sft",), (1,), expert=str(data), heldout=str(tmp_path / "none.jsonl")))
-    with pytest.raises(UniaplError, match="steps that can be skipped: heldout, ifeval, analyze"):
+    with pytest.raises(UniaplError, match="steps that can be skipped: heldout, ifeval, analyze, report"):
         compare(config, tmp_path / "grid", CompareSettings(("sft",), (1,), expert=str(data), skip=("train",)))
 
 

@@ -34,11 +34,13 @@ class CompareSettings:
     analysis_reward: str | None = "ifeval_strict"
     dtype: str = "auto"  # for evaluation and analysis
     heldout: str | None = None  # held-out constraint prompts, evaluated greedily into final/heldout
-    skip: tuple[str, ...] = ()  # steps left out, from EVAL_STEPS
+    skip: tuple[str, ...] = ()  # steps left out, from SKIPPABLE_STEPS
     smoothing_window: int = DEFAULT_SMOOTHING_WINDOW  # of the report's curves
 
 
-EVAL_STEPS = ("heldout", "ifeval", "analyze")
+# "report": for several compare commands that fill one grid side by side (one per CPU lane): each would rewrite
+# OUT/report with only its own runs, at the same time as the others; one last command reports on them all.
+SKIPPABLE_STEPS = ("heldout", "ifeval", "analyze", "report")
 
 
 def run_dir(out: Path, algorithm: str, seed: int) -> Path:
@@ -76,14 +78,14 @@ def analyze_run(final: Path, settings: CompareSettings) -> None:
     analyze_model(str(final), settings.expert, final / "analysis", settings=analysis)
 
 
-def compare(config_path: str | Path, out: str | Path, settings: CompareSettings, log: Callable[[str], None] = print) -> Path:
-    """Every step that has not been done yet, then the report; returns the report folder."""
+def compare(config_path: str | Path, out: str | Path, settings: CompareSettings, log: Callable[[str], None] = print) -> Path | None:
+    """Every step that has not been done yet, then the report; returns the report folder (None when skipped)."""
     out = Path(out)
     if not settings.algorithms or not settings.seeds:
         raise UniaplError("compare needs at least one algorithm and one seed")
-    unknown = sorted(set(settings.skip) - set(EVAL_STEPS))
+    unknown = sorted(set(settings.skip) - set(SKIPPABLE_STEPS))
     if unknown:
-        raise UniaplError(f"--skip: unknown step '{unknown[0]}'; steps that can be skipped: {', '.join(EVAL_STEPS)}")
+        raise UniaplError(f"--skip: unknown step '{unknown[0]}'; steps that can be skipped: {', '.join(SKIPPABLE_STEPS)}")
     if "analyze" not in settings.skip and not Path(settings.expert).is_file():
         raise UniaplError(f"expert file '{settings.expert}' does not exist; the analysis of each run needs it (--expert)")
     if "heldout" not in settings.skip and settings.heldout and not Path(settings.heldout).is_file():
@@ -109,6 +111,8 @@ def compare(config_path: str | Path, out: str | Path, settings: CompareSettings,
             else:
                 log(f"{run.name}: {name}")
                 do()
+    if "report" in settings.skip:
+        return None
     report = out / "report"
     write_report([run_dir(out, a, s) for a, s in configs], report, settings.smoothing_window)
     log(f"report: {report / 'report.md'}, {report / 'report.html'}")

@@ -5,7 +5,8 @@
 #   bash scripts/repro/run.sh start    # the start model and the echo floor, with the same settings
 #   bash scripts/repro/run.sh report   # the comparison report (runs/repro/grid/report) and the results table
 #   bash scripts/repro/run.sh all      # tune, start, grid, report: the start model early, so the tuning can be read against it
-# Two lanes, one thread each (two 1-thread jobs use 2 cores better than one 2-thread job). Every step resumes:
+# Two lanes, one thread each (two 1-thread jobs use 2 cores better than one 2-thread job); lanes skip the report,
+# which the stage writes over all runs when both lanes are done. Every step resumes:
 # rerun the same command after an interruption.
 set -euo pipefail
 SELF="$(realpath "$0")"
@@ -23,7 +24,7 @@ tune_lane() {
   for algorithm in $1; do
     for lr in "${LEARNING_RATES[@]}"; do
       $UNIAPL compare $CONFIG --algorithms "$algorithm" --seeds 0 --out "runs/repro/tune/lr$lr" \
-        --set training.learning_rate="$lr" "${EVAL[@]}" --skip ifeval,analyze || echo "run.sh: $algorithm at $lr failed; rerun to resume it"
+        --set training.learning_rate="$lr" "${EVAL[@]}" --skip ifeval,analyze,report || echo "run.sh: $algorithm at $lr failed; rerun to resume it"
     done
   done
 }
@@ -33,7 +34,7 @@ grid_lane() {
   for seed in 1 2 3; do
     for algorithm in $1; do
       lr=$(.venv/bin/python scripts/repro/select_lr.py --algorithm "$algorithm") || { echo "run.sh: no tuned learning rate for $algorithm; finish its tuning first"; continue; }
-      $UNIAPL compare $CONFIG --algorithms "$algorithm" --seeds "$seed" --out runs/repro/grid --set training.learning_rate="$lr" "${EVAL[@]}" \
+      $UNIAPL compare $CONFIG --algorithms "$algorithm" --seeds "$seed" --out runs/repro/grid --set training.learning_rate="$lr" "${EVAL[@]}" --skip report \
         || echo "run.sh: $algorithm at seed $seed failed; rerun to resume it"
     done
   done

@@ -36,7 +36,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--analysis-reward", default="ifeval_strict", help="verifier for the analysis pass rate ('none' for none)")
     p.add_argument("--heldout", default=None, help="held-out constraint prompts (e.g. data/if_heldout.jsonl) to evaluate each run on, "
                    "greedily, into final/heldout: what tuning may look at")
-    p.add_argument("--skip", default="", help="comma-separated steps to leave out: heldout, ifeval, analyze (tuning runs skip ifeval)")
+    p.add_argument("--skip", default="", help="comma-separated steps to leave out: heldout, ifeval, analyze (tuning runs skip ifeval), report (when several "
+                   "compare commands fill one --out side by side, so they do not overwrite each other's report)")
     add_dtype_argument(p)  # for evaluation and analysis
     add_smoothing_argument(p)
     p.set_defaults(func=run)
