@@ -190,6 +190,7 @@ DEGENERATION_COLUMNS = [
     Column("expert verifier pass %", "analysis", ("verifier", "expert", "pass_rate"), percent=True),
 ]
 
+
 @dataclass(frozen=True)
 class CurveSummary:
     """A training curve as one number: its mean over the first or the last `window` steps that logged it.

@@ -53,7 +53,8 @@ def add_smoothing_argument(parser) -> None:
     from uniapl.analysis import DEFAULT_SMOOTHING_WINDOW
 
     parser.add_argument("--smooth", type=int, default=DEFAULT_SMOOTHING_WINDOW, metavar="STEPS",
-                        help="draw training curves as trailing means over this many steps, 1 for as logged; the training-dynamics table averages the first and last this many steps (default: %(default)s)")
+                        help="draw training curves as trailing means over this many steps, 1 for as logged; the training-dynamics "
+                        "table averages the first and last this many steps (default: %(default)s)")
 
 
 def require_at_least(args, **minimums: int) -> None:
