@@ -77,6 +77,14 @@ def test_results_table_gives_mean_standard_error_and_the_difference_of_uniapl(tm
             f"n=3 and 3); paired by seed: {statistics.mean(paired):+.2f} ± {paired_se:.2f} (n=3)") in out
 
 
+def test_results_table_gives_no_standard_error_for_one_seed(tmp_path):
+    grid = tmp_path / "runs/repro/grid"
+    for algorithm, reward in (("grpo", 0.40), ("uniapl", 0.45)):
+        write_json(grid / f"{algorithm}-seed1/final/heldout/ifeval_scores.json", heldout_scores(reward))
+    out = script("results_table.py", cwd=tmp_path).stdout
+    assert "- uniapl − grpo, held-out reward: +0.0500 (no standard error: n=1 and 1)" in out
+
+
 def test_publish_copies_results_not_weights_and_marks_unfinished_metrics(tmp_path):
     runs = tmp_path / "runs/repro"
     finished = runs / "grid/grpo-seed1"

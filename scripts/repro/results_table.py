@@ -78,15 +78,18 @@ def main() -> None:
             a, b = mean_and_standard_error(rows["uniapl"][header]), mean_and_standard_error(rows[other][header])
             if a["mean"] is None or b["mean"] is None:
                 continue
-            scale = 100 if pct else 1
-            diff = scale * (a["mean"] - b["mean"])
-            se = scale * math.sqrt((a["stderr"] or 0) ** 2 + (b["stderr"] or 0) ** 2)
-            line = f"- uniapl − {other}, {header}: {diff:+.2f} ± {se:.2f} (standard error of the difference; n={a['n']} and {b['n']})"
+            scale, digits = (100, 2) if pct else (1, 4)
+            line = f"- uniapl − {other}, {header}: {scale * (a['mean'] - b['mean']):+.{digits}f}"
+            if a["stderr"] is None or b["stderr"] is None:  # one seed has no spread to compare against
+                line += f" (no standard error: n={a['n']} and {b['n']})"
+            else:
+                se = scale * math.sqrt(a["stderr"] ** 2 + b["stderr"] ** 2)
+                line += f" ± {se:.{digits}f} (standard error of the difference; n={a['n']} and {b['n']})"
             paired = mean_and_standard_error(
                 [x - y for x, y in zip(rows["uniapl"][header], rows[other][header]) if x is not None and y is not None]
             )
             if paired["stderr"] is not None:
-                line += f"; paired by seed: {scale * paired['mean']:+.2f} ± {scale * paired['stderr']:.2f} (n={paired['n']})"
+                line += f"; paired by seed: {scale * paired['mean']:+.{digits}f} ± {scale * paired['stderr']:.{digits}f} (n={paired['n']})"
             print(line)
 
 
