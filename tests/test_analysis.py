@@ -170,7 +170,7 @@ def analyzed(tmp_path_factory):
     argv = ["analyze", "--model", MODEL, "--expert", str(expert), "--prompts", str(heldout), "--out", str(out),
             "--max-new-tokens", "12", "--seed", "7", "--batch-size", "2", "--reward", "no_commas"]
     assert main(argv) == 0
-    return {"out": out, "result": json.loads((out / "analysis.json").read_text()), "keys": [4, 0, 1, 3]}
+    return {"out": out, "result": json.loads((out / "analysis.json").read_text()), "keys": [4, 0, 1, 3], "argv": argv}
 
 
 @pytest.fixture(scope="module")
@@ -242,3 +242,28 @@ def test_histograms_are_valid_non_trivial_pngs(analyzed):
         with Image.open(path) as image:
             assert image.size == (600, 350)
             assert len(image.convert("RGB").getcolors(maxcolors=1_000_000)) > 20
+
+
+def test_a_finished_analysis_is_not_redone(analyzed, monkeypatch, capsys):
+    import uniapl.models
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a finished analysis loaded the model again")
+
+    monkeypatch.setattr(uniapl.models, "load_model_and_tokenizer", no_model)
+    before = (analyzed["out"] / "analysis.json").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(analyzed["argv"]) == 0
+    assert "already holds this analysis" in capsys.readouterr().out
+    assert (analyzed["out"] / "analysis.json").stat().st_mtime_ns == before
+
+
+def test_an_analysis_with_other_settings_is_refused_not_overwritten(analyzed, capsys):
+    saved = (analyzed["out"] / "analysis.json").read_bytes()
+    argv = list(analyzed["argv"])
+    argv[argv.index("--seed") + 1] = "8"
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "analysis.json holds an analysis made with other settings" in err and "'settings.seed': (7, 8)" in err
+    assert (analyzed["out"] / "analysis.json").read_bytes() == saved

@@ -13,7 +13,7 @@ from markdown_tables import cell, table_with
 from synthetic_runs import analysis_result, eval_scores, make_run
 
 from uniapl.analysis.plots import CurveFigure, CurveLine, Series, curve_figure, trailing_mean
-from uniapl.analysis.report import distinct_labels, write_report
+from uniapl.analysis.report import distinct_labels, format_mean, write_report
 from uniapl.cli import main
 
 
@@ -64,6 +64,18 @@ def test_mean_and_standard_error_over_complete_seeds(tmp_path):
     mean = 100 * statistics.mean(values)
     stderr = 100 * statistics.stdev(values) / len(values) ** 0.5
     assert cell(pooled, "sft", "prompt strict %") == f"{mean:.2f} ± {stderr:.2f} (n=3)"
+
+
+@pytest.mark.parametrize("values, percent, expected", [  # standard error d: two seeds m ± d, three m and m ± d√3
+    ([0.4271 - 0.02958, 0.4271 + 0.02958], False, "0.427 ± 0.030 (n=2)"),
+    ([228 - 5.384 * 3**0.5, 228, 228 + 5.384 * 3**0.5], False, "228.0 ± 5.4 (n=3)"),
+    ([1000.0, 1300.0], False, "1150 ± 150 (n=2)"),
+    ([0.5, 0.5], False, "0.5 ± 0 (n=2)"),
+    ([0.2, 0.25, None], True, "22.50 ± 2.50 (n=2 of 3)"),
+    ([0.4567], False, "0.4567 (n=1)"),
+])
+def test_a_mean_is_quoted_to_its_standard_error(values, percent, expected):
+    assert format_mean(values, percent) == expected
 
 
 def test_analysis_numbers_and_config_differences(runs, tmp_path):
@@ -118,7 +130,7 @@ def test_training_dynamics_summarise_the_start_and_end_of_each_curve(runs, tmp_p
     assert cell(table, "uniapl-seed1", "disc acc policy %, last 2") == "72.50"
     assert cell(table, "grpo-seed1", "disc acc policy %, last 2") == "missing"
     pooled = table_with(text, "reward, last 2", index=1)
-    assert cell(pooled, "grpo", "reward, last 2") == "0.465 ± 0.005 (n=2)"
+    assert cell(pooled, "grpo", "reward, last 2") == "0.4650 ± 0.0050 (n=2)"
 
 
 def test_cli_reports_and_rejects_a_missing_folder(runs, tmp_path, capsys):

@@ -56,9 +56,8 @@ case "${1:-}" in
     $UNIAPL eval ifeval --model $model --dtype bf16 --max-new-tokens 384 --batch-size 64 --out runs/repro/start/final &
     ( $UNIAPL eval ifeval --model $model --dtype bf16 --max-new-tokens 384 --batch-size 64 --data data/if_heldout.jsonl \
         --out runs/repro/start/final/heldout
-      [ -f runs/repro/start/final/analysis/analysis.json ] ||  # analyze has no resume: do not redo a finished one
-        $UNIAPL analyze --model $model --expert data/if_heldout.jsonl --dtype bf16 --max-new-tokens 384 --batch-size 64 \
-          --reward ifeval_strict --out runs/repro/start/final/analysis
+      $UNIAPL analyze --model $model --expert data/if_heldout.jsonl --dtype bf16 --max-new-tokens 384 --batch-size 64 \
+        --reward ifeval_strict --out runs/repro/start/final/analysis
       $UNIAPL eval ifeval --model echo --out runs/repro/echo/final
       $UNIAPL eval ifeval --model echo --data data/if_heldout.jsonl --out runs/repro/echo/final/heldout ) &
     wait ;;

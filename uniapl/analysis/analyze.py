@@ -8,16 +8,21 @@ Lengths count completion tokens including the EOS token: the policy's samples en
 generated (a truncated sample has none), and the expert's text is tokenized and given the EOS the
 chat model would emit. Log-probs are teacher-forced at temperature 1 for both, per response as the
 mean over its tokens, so the expert's mean is minus the constraint C of the method (its NLL).
+
+A finished analysis is not redone: asking again with the same model, data and settings returns the
+saved one, and asking with others into the same folder is refused rather than overwriting it.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from uniapl.analysis.distributions import compare_samples
+from uniapl.config import flatten
 from uniapl.analysis.expert_rows import ExpertExample, load_expert_examples
-from uniapl.io import write_json_atomic, write_jsonl_atomic
+from uniapl.io import read_json, write_json_atomic, write_jsonl_atomic
 from uniapl.errors import UniaplError
 from uniapl.rewards import WeightedReward, call_reward, resolve_reward
 from uniapl.train.rollout import SamplingParams, encode_prompts, generate, sequence_seed
@@ -65,13 +70,43 @@ def verifier_scores(verifier: WeightedReward, examples: list[ExpertExample], res
     }
 
 
+def _request(model_name: str, expert_file: str | Path, prompts_file: str | Path | None, settings: AnalysisSettings) -> dict:
+    """What an analysis was asked to do, as saved in its JSON (a JSON round trip, so it compares with a saved one)."""
+    return json.loads(json.dumps({
+        "model": model_name,
+        "expert_file": str(expert_file),
+        "prompts_file": str(prompts_file) if prompts_file else None,
+        "settings": asdict(settings),
+    }))
+
+
+def saved_analysis(model_name: str, expert_file: str | Path, out_dir: str | Path, prompts_file: str | Path | None = None,
+                   settings: AnalysisSettings = AnalysisSettings()) -> dict | None:
+    """The finished analysis in `out_dir` if it answers the same request, None if there is none; one made with
+    other settings is an error, so a second analysis never overwrites the first."""
+    path = Path(out_dir) / ANALYSIS_JSON
+    if not path.is_file():
+        return None
+    saved = read_json(path)
+    request = _request(model_name, expert_file, prompts_file, settings)
+    old, new = flatten({k: saved.get(k) for k in request}), flatten(request)
+    changed = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v}
+    if changed:
+        raise UniaplError(f"{path} holds an analysis made with other settings {changed} (old, new); "
+                          f"pass another --out or delete that file to analyze again")
+    return saved
+
+
 def analyze_model(model_name: str, expert_file: str | Path, out_dir: str | Path, prompts_file: str | Path | None = None, settings: AnalysisSettings = AnalysisSettings()) -> dict:
-    """Sample the policy on held-out prompts, score both sides, and write analysis.json, the PNGs and the samples."""
+    """Sample the policy on held-out prompts, score both sides, and write the samples, the PNGs and, last, analysis.json."""
     from uniapl.analysis.plots import overlaid_histogram
     from uniapl.models import load_model_and_tokenizer
     from uniapl.train.sequences import completion_logprobs
     from uniapl.textstats import degeneration_summary
 
+    saved = saved_analysis(model_name, expert_file, out_dir, prompts_file, settings)
+    if saved is not None:
+        return saved
     examples = load_expert_examples(expert_file, prompts_file, settings.limit)
     verifier = WeightedReward(settings.reward, resolve_reward(settings.reward), 1.0) if settings.reward else None  # a bad name fails before sampling
     model, tokenizer = load_model_and_tokenizer(model_name, settings.dtype)
@@ -94,11 +129,8 @@ def analyze_model(model_name: str, expert_file: str | Path, out_dir: str | Path,
     expert_lengths = [len(ids) for ids in expert_ids]
     expert_logprob_mean = _mean(_present(expert_mean_logprob))
     result = {
-        "model": model_name,
-        "expert_file": str(expert_file),
-        "prompts_file": str(prompts_file) if prompts_file else None,
+        **_request(model_name, expert_file, prompts_file, settings),
         "n_prompts": len(examples),
-        "settings": asdict(settings),
         "length_tokens": compare_samples(policy_lengths, expert_lengths),
         "mean_token_logprob": compare_samples(_present(policy_mean_logprob), _present(expert_mean_logprob)),
         "expert_nll": -expert_logprob_mean if expert_logprob_mean is not None else None,
@@ -115,7 +147,6 @@ def analyze_model(model_name: str, expert_file: str | Path, out_dir: str | Path,
         }
 
     out_dir = Path(out_dir)
-    write_json_atomic(out_dir / ANALYSIS_JSON, result)
     write_jsonl_atomic(
         out_dir / RESPONSES_JSONL,
         [
@@ -130,4 +161,5 @@ def analyze_model(model_name: str, expert_file: str | Path, out_dir: str | Path,
         "mean log-prob per token of each response",
         out_dir / LOGPROB_PNG,
     )
+    write_json_atomic(out_dir / ANALYSIS_JSON, result)  # last: its presence means the analysis is complete
     return result

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -276,13 +277,19 @@ def format_number(value: float | None, percent: bool = False) -> str:
 
 
 def format_mean(values: list[float | None], percent: bool = False) -> str:
-    """'mean ± stderr (n=k)'; 'n=k of m' when some runs lack the number."""
+    """'mean ± stderr (n=k)'; 'n=k of m' when some runs lack the number. Percentages keep two decimals,
+    like every IFEval score here; other numbers are rounded to their error's second significant digit."""
     stats = mean_and_standard_error(values)
     if stats["mean"] is None:
         return MISSING
-    text = format_number(stats["mean"], percent)
-    if stats["stderr"] is not None:
-        text += f" ± {format_number(stats['stderr'], percent)}"
+    mean, stderr = stats["mean"], stats["stderr"]
+    if stderr is None:
+        text = format_number(mean, percent)
+    elif percent or stderr == 0:
+        text = f"{format_number(mean, percent)} ± {format_number(stderr, percent)}"
+    else:  # the error to two significant digits and the mean to the same decimal place, as results are quoted
+        decimals = max(0, 1 - math.floor(math.log10(stderr)))
+        text = f"{mean:.{decimals}f} ± {stderr:.{decimals}f}"
     count = f"n={stats['n']}" if stats["n"] == len(values) else f"n={stats['n']} of {len(values)}"
     return f"{text} ({count})"
 

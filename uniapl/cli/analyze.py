@@ -30,7 +30,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from uniapl.analysis.analyze import AnalysisSettings, analyze_model, default_out_dir
+    from uniapl.analysis.analyze import AnalysisSettings, analyze_model, default_out_dir, saved_analysis
     from uniapl.analysis.report import format_number
     from uniapl.errors import UniaplError
     from uniapl.io import check_output_folder
@@ -51,8 +51,11 @@ def run(args: argparse.Namespace) -> int:
         reward=args.reward,
     )
     out = check_output_folder(args.out or default_out_dir(args.model), "--out")
-    result = analyze_model(args.model, args.expert, out, args.prompts, settings)
+    saved = saved_analysis(args.model, args.expert, out, args.prompts, settings)
+    result = saved or analyze_model(args.model, args.expert, out, args.prompts, settings)
     length, logprob = result["length_tokens"], result["mean_token_logprob"]
+    if saved:
+        print(f"{out} already holds this analysis (same model, data and settings): not redone; delete it to analyze again")
     print(f"analyzed {result['n_prompts']} prompts -> {out}")
     print(f"  length   policy mean {format_number(length['policy']['mean'])}, expert mean {format_number(length['expert']['mean'])}, "
           f"W1 {format_number(length['distance']['wasserstein_1'])}, KS {format_number(length['distance']['ks_statistic'])}")
