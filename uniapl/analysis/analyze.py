@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from uniapl.analysis.distributions import compare_samples
-from uniapl.config import flatten
 from uniapl.analysis.expert_rows import ExpertExample, load_expert_examples
+from uniapl.config import flatten
 from uniapl.io import read_json, write_json_atomic, write_jsonl_atomic
 from uniapl.errors import UniaplError
 from uniapl.rewards import WeightedReward, call_reward, resolve_reward
