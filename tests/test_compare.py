@@ -89,6 +89,34 @@ def test_only_unfinished_steps_run(tmp_path, monkeypatch):
     assert ("train", "grpo", 3) in calls and not (report / "report.md").exists()
 
 
+def test_results_without_weights_are_not_trained_again(tmp_path, monkeypatch):
+    """A run restored from its published results has no weights; it is trained only if a result is missing."""
+    out = tmp_path / "grid"
+    out.mkdir()
+    make_run(out, "sft-seed1", "sft", 1, eval_scores(0.2, 0.3), analysis_result([1, 2], [2, 3]), finished=False)
+    make_run(out, "sft-seed2", "sft", 2, eval_scores(0.2, 0.3), None, finished=False)
+    trained = []
+    monkeypatch.setattr(compare_module, "train_run", lambda config: trained.append(config.training.seed))
+    monkeypatch.setattr(compare_module, "evaluate_run", lambda *args, **kwargs: pytest.fail("evaluated a result that exists"))
+    monkeypatch.setattr(compare_module, "analyze_run", lambda final, settings: None)
+    data = instruction_rows(tmp_path / "data.jsonl")
+    compare(tiny_config(tmp_path, data), out, CompareSettings(("sft",), (1, 2), expert=str(data)), log=lambda line: None)
+    assert trained == [2]  # seed 2 lacks its analysis, which needs the model
+
+    # the held-out split asked for and missing: the model is needed again
+    trained.clear()
+    monkeypatch.setattr(compare_module, "evaluate_run", lambda *args, **kwargs: None)
+    compare(tiny_config(tmp_path, data), out, CompareSettings(("sft",), (1,), expert=str(data), heldout=str(data), skip=("report",)),
+            log=lambda line: None)
+    assert trained == [1]
+
+    # every result skipped: training is all that is asked for
+    trained.clear()
+    compare(tiny_config(tmp_path, data), out, CompareSettings(("sft",), (1,), expert=str(data), skip=("heldout", "ifeval", "analyze", "report")),
+            log=lambda line: None)
+    assert trained == [1]
+
+
 def test_bad_inputs_fail_before_any_training(tmp_path, monkeypatch):
     monkeypatch.setattr(compare_module, "train_run", lambda config: pytest.fail("trained despite a bad input"))
     data = instruction_rows(tmp_path / "data.jsonl")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import statistics
 import subprocess
 import sys
@@ -85,6 +86,18 @@ def test_results_table_gives_no_standard_error_for_one_seed(tmp_path):
     assert "- uniapl − grpo, held-out reward: +0.0500 (no standard error: n=1 and 1)" in out
 
 
+def published_files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def start_training_runs(*runs: Path) -> None:
+    """What a training run writes first: its config and a metrics line."""
+    for run in runs:
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "config.yaml").write_text("algorithm: {name: grpo}\n")
+        (run / "metrics.jsonl").write_text('{"step": 1}\n')
+
+
 def test_publish_copies_results_not_weights_and_marks_unfinished_metrics(tmp_path):
     runs = tmp_path / "runs/repro"
     finished = runs / "grid/grpo-seed1"
@@ -96,18 +109,14 @@ def test_publish_copies_results_not_weights_and_marks_unfinished_metrics(tmp_pat
     write_json(finished / "final/heldout/ifeval_scores.json", heldout_scores(0.4))
     write_json(finished / "final/analysis/analysis.json", {"n_prompts": 3})
     running = runs / "grid/uniapl-seed1"
-    running.mkdir(parents=True)
-    for run in (finished, running):
-        (run / "config.yaml").write_text("algorithm: {name: grpo}\n")
-        (run / "metrics.jsonl").write_text('{"step": 1}\n')
+    start_training_runs(finished, running)
     write_json(runs / "start/final/ifeval_scores.json", {"prompt_level_strict_acc": 0.18})
     write_json(runs / "start/final/heldout/ifeval_run.json", {"model": "m"})  # an evaluation in progress: not yet
     (runs / "grid/report").mkdir()
     (runs / "grid/report/report.md").write_text("# report\n")
 
     script("publish.py", cwd=tmp_path)
-    published = {p.relative_to(tmp_path / "docs/repro").as_posix() for p in (tmp_path / "docs/repro").rglob("*") if p.is_file()}
-    assert published == {
+    assert set(published_files(tmp_path / "docs/repro")) == {
         "grid/grpo-seed1/config.yaml", "grid/grpo-seed1/metrics.jsonl", "grid/grpo-seed1/ifeval/ifeval_scores.json",
         "grid/grpo-seed1/heldout/ifeval_scores.json", "grid/grpo-seed1/analysis/analysis.json",
         "grid/uniapl-seed1/config.yaml", "grid/uniapl-seed1/metrics.partial.jsonl",
@@ -117,6 +126,40 @@ def test_publish_copies_results_not_weights_and_marks_unfinished_metrics(tmp_pat
     write_json(running / "final/config.json", {})  # it finishes: the snapshot is replaced
     script("publish.py", cwd=tmp_path)
     assert sorted(p.name for p in (tmp_path / "docs/repro/grid/uniapl-seed1").iterdir()) == ["config.yaml", "metrics.jsonl"]
+
+
+def test_restore_lays_finished_results_out_as_the_runs_left_them(tmp_path):
+    """A fresh clone restores runs/repro from docs/repro; publishing it again gives the same files back."""
+    runs = tmp_path / "runs/repro"
+    finished = runs / "tune/lr1e-5/grpo-seed0"
+    write_json(finished / "final/config.json", {})
+    write_json(finished / "final/heldout/ifeval_scores.json", heldout_scores(0.4))
+    (finished / "final/heldout/ifeval_responses.jsonl").write_text('{"key": "k1"}\n')
+    start_training_runs(finished, runs / "grid/uniapl-seed3")
+    write_json(runs / "start/final/ifeval_scores.json", {"prompt_level_strict_acc": 0.18})
+    write_json(runs / "start/final/analysis/analysis.json", {"n_prompts": 3})
+    script("publish.py", cwd=tmp_path)
+    docs = tmp_path / "docs/repro"
+    before = published_files(docs)
+
+    fresh = tmp_path / "fresh"
+    (fresh / "docs").mkdir(parents=True)
+    docs.rename(fresh / "docs/repro")
+    out = script("publish.py", "--restore", cwd=fresh).stdout
+    assert "grid/uniapl-seed3: unfinished when published; not restored" in out
+    restored = fresh / "runs/repro"
+    assert (restored / "tune/lr1e-5/grpo-seed0/final/heldout/ifeval_scores.json").is_file()
+    assert (restored / "start/final/analysis/analysis.json").is_file()
+    assert not (restored / "grid/uniapl-seed3").exists()
+    assert script("select_lr.py", "--algorithm", "grpo", cwd=fresh).stdout.strip() == "1e-05"
+
+    # restoring twice leaves what is there alone; publishing the restored runs gives the same files back
+    (restored / "start/final/ifeval_scores.json").write_text('{"prompt_level_strict_acc": 0.5}')
+    assert "start: already under runs/repro; left alone" in script("publish.py", "--restore", cwd=fresh).stdout
+    (restored / "start/final/ifeval_scores.json").write_text(json.dumps({"prompt_level_strict_acc": 0.18}))
+    shutil.rmtree(fresh / "docs/repro/grid")  # the unfinished snapshot: not restored, so not published again
+    script("publish.py", cwd=fresh)
+    assert published_files(fresh / "docs/repro") == {k: v for k, v in before.items() if not k.startswith("grid/")}
 
 
 @pytest.mark.parametrize("name", ["select_lr.py", "results_table.py", "publish.py"])

@@ -4,8 +4,9 @@ Each run's steps: train; the held-out split (greedy, scored like IFEval, in `fin
 is what tuning may look at; IFEval; the analysis against the expert. Tuning runs skip IFEval, so a
 choice made on them never sees it.
 
-Resumable at each step: a run whose `final/config.json` exists is not trained again, and an eval or
-analysis whose JSON exists is not redone. An interrupted run resumes from its last checkpoint.
+Resumable at each step: an eval or analysis whose JSON exists is not redone, and a run is not trained
+again once its final model exists (`final/config.json`) or every result asked for does. An interrupted
+run resumes from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -96,14 +97,17 @@ def compare(config_path: str | Path, out: str | Path, settings: CompareSettings,
         run = run_dir(out, algorithm, seed)
         final = run / "final"
         heldout = final / HELDOUT_DIR
-        steps = [
-            ("train", (final / "config.json").is_file(), lambda: train_run(config)),
-            ("heldout", not settings.heldout or (heldout / EVAL_JSON).is_file(),
-             lambda: evaluate_run(final, settings, data=settings.heldout, out_dir=heldout)),
+        results = [
             ("ifeval", (final / EVAL_JSON).is_file(), lambda: evaluate_run(final, settings)),
             ("analyze", (final / "analysis" / ANALYSIS_JSON).is_file(), lambda: analyze_run(final, settings)),
         ]
-        for name, done, do in steps:
+        if settings.heldout:
+            results.insert(0, ("heldout", (heldout / EVAL_JSON).is_file(),
+                               lambda: evaluate_run(final, settings, data=settings.heldout, out_dir=heldout)))
+        wanted = [done for name, done, _ in results if name not in settings.skip]
+        # weights are not published: a run restored from its published results (scripts/repro/publish.py --restore) is not trained again
+        trained = (final / "config.json").is_file() or (bool(wanted) and all(wanted))
+        for name, done, do in [("train", trained, lambda: train_run(config)), *results]:
             if name in settings.skip:
                 continue
             if done:

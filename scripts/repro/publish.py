@@ -6,7 +6,14 @@ held-out evaluation, IFEval (scores, settings, responses) and the analysis (JSON
 Each comparison report (report.md, report.html, PNGs) is copied whole. Rerun it as runs finish; it
 replaces what it copied before.
 
-    python scripts/repro/publish.py
+`--restore` goes the other way, for a fresh clone or a lost runs/: it lays the finished runs' results
+out under runs/repro/ as the runs left them, so that the table, the tuning choice and the reports can
+be rebuilt, and `run.sh` trains only what has no results (compare trains a run only for a missing
+result). Unfinished runs are not restored: their checkpoints are gone, so they start over. Run
+folders already under runs/repro/ are left alone.
+
+    python scripts/repro/publish.py             # runs/repro -> docs/repro
+    python scripts/repro/publish.py --restore   # docs/repro -> runs/repro
 """
 
 from __future__ import annotations
@@ -30,30 +37,65 @@ def run_folders(root: Path) -> list[Path]:
     return sorted({p.parent for p in root.glob("**/metrics.jsonl")} | {p.parent for p in root.glob("*/final")})
 
 
-def publish_run(run: Path, target: Path) -> list[str]:
-    if target.exists():
-        shutil.rmtree(target)
-    target.mkdir(parents=True)
+def copy_existing(sources: list[tuple[Path, Path]], root: Path) -> list[str]:
+    """Copy each (source, destination) whose source exists; the copies, relative to `root`."""
     copied = []
-    final = run / "final"
-    finished = (final / "config.json").is_file() or not (run / "config.yaml").is_file()
-    sources = [(run / "config.yaml", target / "config.yaml"),
-               (run / "metrics.jsonl", target / ("metrics.jsonl" if finished else "metrics.partial.jsonl"))]
-    sources += [(final / folder / name, target / published / name) for folder, names, published in RESULT_FILES
-                if (final / folder / names[0]).is_file() for name in names]
     for source, destination in sources:
         if source.is_file():
             destination.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, destination)
-            copied.append(str(destination.relative_to(target)))
+            copied.append(str(destination.relative_to(root)))
     return copied
+
+
+def publish_run(run: Path, target: Path) -> list[str]:
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    final = run / "final"
+    results = [final / folder / names[0] for folder, names, _ in RESULT_FILES]
+    # a run with results has finished training, with its weights (final/config.json) or restored without them
+    finished = not (run / "config.yaml").is_file() or (final / "config.json").is_file() or any(r.is_file() for r in results)
+    sources = [(run / "config.yaml", target / "config.yaml"),
+               (run / "metrics.jsonl", target / ("metrics.jsonl" if finished else "metrics.partial.jsonl"))]
+    sources += [(final / folder / name, target / published / name) for folder, names, published in RESULT_FILES
+                if (final / folder / names[0]).is_file() for name in names]
+    return copy_existing(sources, target)
+
+
+def published_runs(root: Path) -> list[Path]:
+    """Published run folders: those with metrics (finished or not), and the start model and echo floor."""
+    metrics = {p.parent for name in ("metrics.jsonl", "metrics.partial.jsonl") for p in root.glob(f"**/{name}")}
+    return sorted(metrics | {p.parent for p in root.glob("*/ifeval")})
+
+
+def restore_run(published: Path, run: Path) -> list[str]:
+    sources = [(published / "config.yaml", run / "config.yaml"), (published / "metrics.jsonl", run / "metrics.jsonl")]
+    sources += [(published / folder / name, run / "final" / local / name) for local, names, folder in RESULT_FILES for name in names]
+    return copy_existing(sources, run)
+
+
+def restore(published_root: Path, runs_root: Path) -> None:
+    for published in published_runs(published_root):
+        relative = published.relative_to(published_root)
+        run = runs_root / relative
+        if (published / "metrics.partial.jsonl").is_file():
+            print(f"{relative}: unfinished when published; not restored (it starts over)")
+        elif run.exists():
+            print(f"{relative}: already under {runs_root}; left alone")
+        else:
+            print(f"{relative}: {', '.join(restore_run(published, run))}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default="runs/repro", type=Path)
     parser.add_argument("--out", default="docs/repro", type=Path)
+    parser.add_argument("--restore", action="store_true", help="copy the published results (--out) back into --runs")
     args = parser.parse_args()
+    if args.restore:
+        restore(args.out, args.runs)
+        return
     for run in run_folders(args.runs):
         relative = run.relative_to(args.runs)
         copied = publish_run(run, args.out / relative)

@@ -4,10 +4,11 @@
 #   bash scripts/repro/run.sh grid     # each algorithm at its tuned learning rate, seeds 1-3: train, held-out, IFEval, analysis
 #   bash scripts/repro/run.sh start    # the start model and the echo floor, with the same settings
 #   bash scripts/repro/run.sh report   # the comparison report (runs/repro/grid/report) and the results table
-#   bash scripts/repro/run.sh all      # tune, start, grid, report: the start model early, so the tuning can be read against it
+#   bash scripts/repro/run.sh restore  # lay the results published in docs/repro out under runs/repro (a fresh clone, a lost runs/)
+#   bash scripts/repro/run.sh all      # restore, tune, start, grid, report: the start model early, so the tuning can be read against it
 # Two lanes, one thread each (two 1-thread jobs use 2 cores better than one 2-thread job); lanes skip the report,
 # which the stage writes over all runs when both lanes are done. Every step resumes:
-# rerun the same command after an interruption.
+# rerun the same command after an interruption. A run whose results are published is not trained again.
 set -euo pipefail
 SELF="$(realpath "$0")"
 cd "$(dirname "$SELF")/../.."
@@ -42,7 +43,9 @@ grid_lane() {
 
 case "${1:-}" in
   all)
-    for stage in tune start grid report; do bash "$SELF" "$stage"; done ;;
+    for stage in restore tune start grid report; do bash "$SELF" "$stage"; done ;;
+  restore)
+    .venv/bin/python scripts/repro/publish.py --restore ;;
   tune)
     for lane in "${LANES[@]}"; do tune_lane "$lane" >> "runs/repro/tune-${lane%% *}.log" 2>&1 & done
     wait
@@ -65,6 +68,6 @@ case "${1:-}" in
     $UNIAPL compare $CONFIG --algorithms $ALGORITHMS --seeds 1,2,3 --out runs/repro/grid "${EVAL[@]}"
     .venv/bin/python scripts/repro/results_table.py ;;
   *)
-    echo "usage: bash scripts/repro/run.sh tune|grid|start|report|all" >&2
+    echo "usage: bash scripts/repro/run.sh restore|tune|grid|start|report|all" >&2
     exit 2 ;;
 esac
