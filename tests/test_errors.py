@@ -95,6 +95,29 @@ def test_emulated_bf16_warns_and_auto_picks_fp32(has_bf16, warns, tiny_model, mo
     assert models.load_model(tiny_model, "auto").dtype == (torch.bfloat16 if has_bf16 else torch.float32)
 
 
+@pytest.mark.parametrize("flags, speedup, picks_bf16", [
+    ({"avx512f"}, None, False),  # no bf16 instructions: emulated, never timed
+    ({"avx512_bf16", "amx_bf16"}, None, True),  # AMX: always faster, never timed
+    ({"avx512_bf16"}, 0.67, False),  # AVX512-BF16 alone, timed slower (as measured on a Xeon without AMX)
+    ({"avx512_bf16"}, 1.9, True),  # ... or timed clearly faster
+    ({"avx512_bf16"}, 1.1, False),  # within the noise margin: fp32
+])
+def test_auto_dtype_picks_bf16_only_where_it_is_faster(flags, speedup, picks_bf16):
+    from uniapl.models import bf16_is_faster
+
+    def timed() -> float:
+        assert speedup is not None, "timed bf16 although the CPU flags decide"
+        return speedup
+
+    assert bf16_is_faster(flags, timed) == picks_bf16
+
+
+def test_bf16_timing_is_a_ratio_of_real_matmuls():
+    from uniapl.models import bf16_matmul_speedup
+
+    assert 0.05 < bf16_matmul_speedup(size=128, repeats=2) < 20
+
+
 def test_cli_prints_our_warnings_on_one_line(tiny_model, monkeypatch, tmp_path):
     import warnings
 

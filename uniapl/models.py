@@ -9,8 +9,10 @@ folder that has only those is refused unless the user opts in with UNIAPL_ALLOW_
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -160,20 +162,53 @@ def load_tokenizer(name_or_path: str):
     return tokenizer
 
 
+BF16_MIN_SPEEDUP = 1.2  # a margin against timing noise: bf16 also rounds, so it must be clearly faster
+
+
+def bf16_matmul_speedup(size: int = 512, repeats: int = 5) -> float:
+    """fp32's time over bf16's for one square matmul on one core, the best of `repeats` each, interleaved:
+    one thread, because a multi-threaded timing beside busy cores swings by 3x either way."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fp32 = torch.randn(size, size)
+        bf16 = fp32.bfloat16()
+        best = {}
+        for _ in range(repeats + 1):  # the first round warms up, and counts only if it is the fastest
+            for matrix in (fp32, bf16):
+                start = time.perf_counter()
+                matrix @ matrix
+                best[matrix.dtype] = min(best.get(matrix.dtype, float("inf")), time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
+    return best[torch.float32] / best[torch.bfloat16]
+
+
+def bf16_is_faster(cpu_flags: set[str], speedup: Callable[[], float]) -> bool:
+    """On a CPU, bf16 pays only with bf16 instructions: AMX runs a bf16 matmul about 5x faster than fp32 on one
+    core, while without AVX512-BF16 or AMX PyTorch emulates bf16, several times slower. AVX512-BF16 alone
+    can go either way (1.5x slower than fp32 on a Xeon with torch 2.13, 2026-12-02), so there it is timed."""
+    if "amx_bf16" in cpu_flags:
+        return True
+    if "avx512_bf16" not in cpu_flags:
+        return False
+    return speedup() > BF16_MIN_SPEEDUP
+
+
+@functools.cache
 def native_bf16() -> bool:
-    """Whether bf16 runs in hardware here. Without it (an older CPU) PyTorch emulates bf16 matmuls,
-    several times slower than fp32."""
+    """Whether bf16 runs faster than fp32 here (decided once per process)."""
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        flags = set(Path("/proc/cpuinfo").read_text().split())
     except OSError:
         return False
-    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+    return bf16_is_faster(flags, bf16_matmul_speedup)
 
 
 def resolve_dtype(name: str) -> str:
-    """'auto' picks bf16 where the hardware has it, else fp32; other names pass through."""
+    """'auto' picks bf16 where it runs faster than fp32, else fp32; other names pass through."""
     if name == "auto":
         return "bf16" if native_bf16() else "fp32"
     return name
@@ -181,8 +216,8 @@ def resolve_dtype(name: str) -> str:
 
 def warn_if_bf16_is_emulated(dtype: str) -> None:
     if resolve_dtype(dtype) == "bf16" and not native_bf16():
-        warnings.warn("bf16 is emulated on this hardware (a CPU without AVX512-BF16 or AMX) and runs several times slower "
-                      "than fp32; dtype 'auto' picks fp32 here", UniaplWarning, stacklevel=3)
+        warnings.warn("bf16 runs slower than fp32 on this hardware (emulated on a CPU without AVX512-BF16 or AMX, "
+                      "or timed slower); dtype 'auto' picks fp32 here", UniaplWarning, stacklevel=3)
 
 
 def torch_dtype(name: str) -> torch.dtype:
