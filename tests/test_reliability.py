@@ -3,6 +3,7 @@ non-finite rewards and losses, half-written files, and kill -9 in the middle of 
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import warnings
@@ -189,6 +190,25 @@ def test_resume_applies_allowed_changes(saved_run, tiny_model, tmp_path, capsys)
     # steps 1-2 ran on a 2-step schedule (1e-3, 5e-4); steps 3-4 on the 4-step one: 1e-3 * (1 - 2/4), 1e-3 * (1 - 3/4),
     # where the saved optimizer's lr would have been the old schedule's end, 0
     assert lrs == pytest.approx([1e-3, 5e-4, 5e-4, 2.5e-4])
+
+
+def test_resume_keeps_the_dtype_auto_picked_when_the_run_started(tiny_model, tmp_path, monkeypatch, capsys):
+    """model.dtype auto depends on the machine; a run resumed on another one goes on in the dtype it was trained in."""
+    from uniapl import models
+
+    data = write_jsonl(tmp_path / "paired.jsonl", [chat_row(p, c) for p, c in TOY_ROWS])
+    run = tmp_path / "run"
+    monkeypatch.setattr(models, "native_bf16", lambda: False)
+    UniAPLTrainer(args=UniAPLConfig.from_yaml(None, run_settings(tiny_model, data, run, "model.dtype=auto", "training.max_steps=1"))).train()
+    assert json.loads((run / "checkpoints" / "step-000001" / "trainer_state.json").read_text())["dtype"] == "fp32"
+
+    monkeypatch.setattr(models, "native_bf16", lambda: True)  # a machine where auto picks bf16
+    trainer = UniAPLTrainer(args=UniAPLConfig.from_yaml(None, run_settings(tiny_model, data, run, "model.dtype=auto")))
+    assert trainer.dtype == "bf16"
+    trainer.train(resume=True)
+    assert "resuming step-000001 in fp32, the dtype it was trained in (model.dtype auto would pick bf16 on this hardware)" in capsys.readouterr().out
+    assert trainer.dtype == "fp32" and trainer.rollout_model is trainer.policy  # no bf16 copy for generation
+    assert json.loads((run / "checkpoints" / "step-000002" / "trainer_state.json").read_text())["dtype"] == "fp32"
 
 
 # ---- non-finite values -----------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast_object_list, set_seed
 
 from uniapl.algorithms import advantages as adv_lib
 from uniapl.algorithms import losses
@@ -124,15 +124,14 @@ class UniAPLTrainer:
         self.config = args or UniAPLConfig()
         self.config.validate()
         cfg = self.config
-        # bf16: fp32 master weights, passes in bf16 autocast, on GPUs and on CPUs alike (AVX512-BF16/AMX run a bf16
+        # bf16: fp32 master weights, passes in bf16 autocast, on GPUs and on CPUs alike (AMX runs a bf16
         # matmul's forward and backward about 5x faster than fp32 on one core). The trainer's own autocast rather
         # than accelerate's mixed precision, which is fixed per process: trainers of both dtypes can share one
-        self.dtype = resolve_dtype(cfg.model.dtype)
-        self.train_in_bf16 = self.dtype == "bf16"
         self.accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="no")
-        # FSDP2 when the launch config asks for it (configs/accelerate/fsdp2.yaml); else DDP, or one process.
-        # Under bf16 the shards' fp32 weights are gathered in bf16
-        self.sharding = Sharding.from_launch(torch.bfloat16 if self.train_in_bf16 else None)
+        dtype = resolve_dtype(cfg.model.dtype)
+        if self.accelerator.num_processes > 1:  # 'auto' may time bf16 on a CPU: every process takes the main one's choice
+            dtype = broadcast_object_list([dtype])[0]
+        self._use_dtype(dtype)
         self.output_dir = check_output_folder(cfg.training.output_dir, "training.output_dir")  # before the models load
         self.checkpoint_dir = self.output_dir / "checkpoints"
         self.update_guard = FiniteUpdateGuard(cfg.training.max_consecutive_skipped_updates)
@@ -163,6 +162,13 @@ class UniAPLTrainer:
         self.c_ema: float | None = None
 
     # ---- setup ------------------------------------------------------------------------------------
+
+    def _use_dtype(self, dtype: str) -> None:
+        self.dtype = dtype
+        self.train_in_bf16 = dtype == "bf16"
+        # FSDP2 when the launch config asks for it (configs/accelerate/fsdp2.yaml); else DDP, or one process.
+        # Under bf16 the shards' fp32 weights are gathered in bf16
+        self.sharding = Sharding.from_launch(torch.bfloat16 if self.train_in_bf16 else None)
 
     def _tokenizer_of_start_model(self):
         """The tokenizer of the start model: its name's, or a model object's name_or_path folder's."""
@@ -623,6 +629,7 @@ class UniAPLTrainer:
             "lambda": self.lam,
             "c_ema": self.c_ema,
             "scheduler": self.scheduler.state_dict(),
+            "dtype": self.dtype,
         }
 
     def save_checkpoint(self) -> None:
@@ -687,6 +694,12 @@ class UniAPLTrainer:
             changed = check_resume_config(resume_from, cfg, state["global_step"])
             if changed and self.accelerator.is_main_process:
                 print(f"uniapl: resuming {resume_from.name} with these changes: {'; '.join(changed)}")
+            trained_in = state.get("dtype", self.dtype)  # absent from checkpoints saved before it was recorded
+            if cfg.model.dtype == "auto" and trained_in != self.dtype:  # a run keeps its precision across machines
+                if self.accelerator.is_main_process:
+                    print(f"uniapl: resuming {resume_from.name} in {trained_in}, the dtype it was trained in "
+                          f"(model.dtype auto would pick {self.dtype} on this hardware)")
+                self._use_dtype(trained_in)
         set_seed(cfg.training.seed)  # the discriminator's initialization, dropout and any other global RNG use
         self._build_models(str(resume_from / "model") if resume_from else None)
         stages = cfg.stages()
