@@ -22,7 +22,8 @@ def runs(tmp_path):
     scores_a, scores_b = eval_scores(0.25, 0.375), eval_scores(0.125, 0.5)
     return {
         "a": make_run(tmp_path, "uniapl-seed1", "uniapl", 1, scores_a, analysis_result([10, 12, 30], [11, 13, 15])),
-        "b": make_run(tmp_path, "grpo-seed1", "grpo", 1, scores_b, None, with_discriminator=False),
+        # results without weights (restored from published results): finished all the same
+        "b": make_run(tmp_path, "grpo-seed1", "grpo", 1, scores_b, None, with_discriminator=False, finished=False),
         "c": make_run(tmp_path, "grpo-seed2", "grpo", 2, None, None, with_discriminator=False, finished=False),
         "scores": {"uniapl-seed1": scores_a, "grpo-seed1": scores_b},
     }
@@ -42,6 +43,7 @@ def test_ifeval_table_matches_eval_jsons_and_missing_eval_shows_missing(runs, tm
     assert all(cell(table, "grpo-seed2", column) == "missing" for column in keys)
     runs_table = table_with(text, "finished")
     assert cell(runs_table, "grpo-seed2", "finished") == "no"
+    assert cell(runs_table, "grpo-seed1", "finished") == "yes"
     assert cell(runs_table, "grpo-seed2", "IFEval") == "missing"
     assert cell(runs_table, "grpo-seed1", "analysis") == "missing"
 

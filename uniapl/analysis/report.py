@@ -85,16 +85,17 @@ def load_run(path: str | Path, label: str) -> Run:
     config = load_yaml(path / "config.yaml") if (path / "config.yaml").is_file() else None
     metrics = read_jsonl(path / "metrics.jsonl") if (path / "metrics.jsonl").is_file() else []
     analysis_dir = results_dir / "analysis"
+    results = {"eval": _read_json(results_dir / EVAL_JSON), "heldout": _read_json(results_dir / HELDOUT_DIR / EVAL_JSON),
+               "analysis": _read_json(analysis_dir / ANALYSIS_JSON)}
     return Run(
         path=path,
         label=label,
         config=config if isinstance(config, dict) else None,
         metrics=metrics,
-        eval=_read_json(results_dir / EVAL_JSON),
-        heldout=_read_json(results_dir / HELDOUT_DIR / EVAL_JSON),
-        analysis=_read_json(analysis_dir / ANALYSIS_JSON),
+        **results,
         analysis_dir=analysis_dir,
-        finished=(results_dir / "config.json").is_file(),
+        # results of the final model mean training finished, also where the weights were not kept (a restored run)
+        finished=(results_dir / "config.json").is_file() or any(r is not None for r in results.values()),
     )
 
 
