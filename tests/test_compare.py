@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from dataclasses import replace
 
 import pytest
 import yaml
@@ -14,6 +15,8 @@ from uniapl import compare as compare_module
 from uniapl.compare import CompareSettings, compare
 from uniapl.cli import main
 from uniapl.errors import UniaplError
+
+SYNTHETIC_PROMPTS = eval_scores(0, 0)["n_prompts"]  # the IFEval limit the synthetic scores stand for
 
 
 def tiny_config(tmp_path, data_file) -> str:
@@ -67,7 +70,7 @@ def test_only_unfinished_steps_run(tmp_path, monkeypatch):
     monkeypatch.setattr(compare_module, "evaluate_run", fake_eval)
     monkeypatch.setattr(compare_module, "analyze_run", fake_analyze)
     data = instruction_rows(tmp_path / "data.jsonl")
-    settings = CompareSettings(algorithms=("sft", "grpo"), seeds=(1, 2), expert=str(data))
+    settings = CompareSettings(algorithms=("sft", "grpo"), seeds=(1, 2), expert=str(data), eval_limit=SYNTHETIC_PROMPTS)
     report = compare(tiny_config(tmp_path, data), out, settings, log=lambda line: None)
     assert calls == [
         ("evaluate", "sft-seed2"), ("analyze", "sft-seed2"),
@@ -100,13 +103,13 @@ def test_results_without_weights_are_not_trained_again(tmp_path, monkeypatch):
     monkeypatch.setattr(compare_module, "evaluate_run", lambda *args, **kwargs: pytest.fail("evaluated a result that exists"))
     monkeypatch.setattr(compare_module, "analyze_run", lambda final, settings: None)
     data = instruction_rows(tmp_path / "data.jsonl")
-    compare(tiny_config(tmp_path, data), out, CompareSettings(("sft",), (1, 2), expert=str(data)), log=lambda line: None)
+    compare(tiny_config(tmp_path, data), out, CompareSettings(("sft",), (1, 2), expert=str(data), eval_limit=SYNTHETIC_PROMPTS), log=lambda line: None)
     assert trained == [2]  # seed 2 lacks its analysis, which needs the model
 
     # the held-out split asked for and missing: the model is needed again
     trained.clear()
     monkeypatch.setattr(compare_module, "evaluate_run", lambda *args, **kwargs: None)
-    compare(tiny_config(tmp_path, data), out, CompareSettings(("sft",), (1,), expert=str(data), heldout=str(data), skip=("report",)),
+    compare(tiny_config(tmp_path, data), out, CompareSettings(("sft",), (1,), expert=str(data), heldout=str(data), eval_limit=SYNTHETIC_PROMPTS, skip=("report",)),
             log=lambda line: None)
     assert trained == [1]
 
@@ -115,6 +118,30 @@ def test_results_without_weights_are_not_trained_again(tmp_path, monkeypatch):
     compare(tiny_config(tmp_path, data), out, CompareSettings(("sft",), (1,), expert=str(data), skip=("heldout", "ifeval", "analyze", "report")),
             log=lambda line: None)
     assert trained == [1]
+
+
+def test_results_made_with_other_settings_are_an_error(tmp_path, monkeypatch):
+    """A saved result from another protocol is never reused silently; the batch size, which only splits work, may differ."""
+    out = tmp_path / "grid"
+    out.mkdir()
+    data = instruction_rows(tmp_path / "data.jsonl")
+    settings = CompareSettings(("sft",), (1,), expert=str(data), eval_limit=SYNTHETIC_PROMPTS, eval_max_new_tokens=384, dtype="bf16", skip=("report",))
+    analysis = {**analysis_result([1, 2], [2, 3]), **compare_module.analysis_request(settings)}
+    analysis["settings"]["batch_size"] = 7
+    make_run(out, "sft-seed1", "sft", 1, {**eval_scores(0.2, 0.3), "max_new_tokens": 384, "dtype": "bf16"}, analysis)
+    for step in ("train_run", "evaluate_run", "analyze_run"):
+        monkeypatch.setattr(compare_module, step, lambda *args, **kwargs: pytest.fail("redid a step whose result exists"))
+    config = tiny_config(tmp_path, data)
+    compare(config, out, settings, log=lambda line: None)
+
+    scores = out / "sft-seed1" / "final" / "ifeval_scores.json"
+    with pytest.raises(UniaplError, match=r"ifeval_scores.json was made with other settings .*'max_new_tokens': \(384, 1280\)"):
+        compare(config, out, replace(settings, eval_max_new_tokens=1280), log=lambda line: None)
+    with pytest.raises(UniaplError, match=r"'n_prompts': \(20, 541\)"):
+        compare(config, out, replace(settings, eval_limit=None), log=lambda line: None)
+    with pytest.raises(UniaplError, match=r"analysis.json was made with other settings .*'settings.reward': \('ifeval_strict', None\)"):
+        compare(config, out, replace(settings, analysis_reward=None), log=lambda line: None)
+    assert json.loads(scores.read_text())["max_new_tokens"] == 384  # nothing saved was touched
 
 
 def test_bad_inputs_fail_before_any_training(tmp_path, monkeypatch):

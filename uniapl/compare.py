@@ -6,19 +6,23 @@ choice made on them never sees it.
 
 Resumable at each step: an eval or analysis whose JSON exists is not redone, and a run is not trained
 again once its final model exists (`final/config.json`) or every result asked for does. An interrupted
-run resumes from its last checkpoint.
+run resumes from its last checkpoint. A saved result made with other evaluation settings (length, dtype,
+prompts, sampling) is an error rather than a silent reuse, so one report never mixes two protocols.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 from uniapl.analysis.analyze import ANALYSIS_JSON, AnalysisSettings
 from uniapl.analysis import DEFAULT_SMOOTHING_WINDOW
 from uniapl.analysis.report import EVAL_JSON, HELDOUT_DIR, write_report
+from uniapl.config import flatten
 from uniapl.errors import UniaplError
+from uniapl.io import read_json
 from uniapl.train.rollout import SamplingParams
 
 
@@ -41,7 +45,8 @@ class CompareSettings:
 
 # "report": for several compare commands that fill one grid side by side (one per CPU lane): each would rewrite
 # OUT/report with only its own runs, at the same time as the others; one last command reports on them all.
-SKIPPABLE_STEPS = ("heldout", "ifeval", "analyze", "report")
+RESULT_STEPS = ("heldout", "ifeval", "analyze")  # in the order they run, after training
+SKIPPABLE_STEPS = (*RESULT_STEPS, "report")
 
 
 def run_dir(out: Path, algorithm: str, seed: int) -> Path:
@@ -71,12 +76,42 @@ def evaluate_run(final: Path, settings: CompareSettings, data: str | None = None
                dtype=settings.dtype, max_new_tokens=settings.eval_max_new_tokens, data=data)
 
 
+def analysis_settings(settings: CompareSettings) -> AnalysisSettings:
+    return AnalysisSettings(sampling=SamplingParams(max_new_tokens=settings.eval_max_new_tokens), dtype=settings.dtype, limit=settings.analysis_prompts,
+                            batch_size=settings.eval_batch_size, reward=settings.analysis_reward)
+
+
 def analyze_run(final: Path, settings: CompareSettings) -> None:
     from uniapl.analysis.analyze import analyze_model
 
-    analysis = AnalysisSettings(sampling=SamplingParams(max_new_tokens=settings.eval_max_new_tokens), dtype=settings.dtype, limit=settings.analysis_prompts,
-                                batch_size=settings.eval_batch_size, reward=settings.analysis_reward)
-    analyze_model(str(final), settings.expert, final / "analysis", settings=analysis)
+    analyze_model(str(final), settings.expert, final / "analysis", settings=analysis_settings(settings))
+
+
+def eval_request(settings: CompareSettings, data: str | None = None) -> dict:
+    """What an IFEval or held-out score depends on, under the names its scores JSON records them."""
+    from uniapl.ifeval.prompts import load_ifeval
+
+    return {"max_new_tokens": settings.eval_max_new_tokens, "dtype": settings.dtype,
+            "n_prompts": len(load_ifeval(data, None if data else settings.eval_limit))}
+
+
+def analysis_request(settings: CompareSettings) -> dict:
+    """What an analysis depends on, as its JSON records it; the batch size only splits the work."""
+    request = {"expert_file": settings.expert, "settings": asdict(analysis_settings(settings))}
+    del request["settings"]["batch_size"]
+    return json.loads(json.dumps(request))
+
+
+def result_done(path: Path, request: dict) -> bool:
+    """Whether the result JSON at `path` exists; one that records other settings than `request` is an error."""
+    if not path.is_file():
+        return False
+    saved = flatten(read_json(path))
+    changed = {k: (saved[k], v) for k, v in flatten(request).items() if k in saved and saved[k] != v}
+    if changed:
+        raise UniaplError(f"{path} was made with other settings {changed} (old, new); pass another --out, "
+                          f"or delete that file to redo the step")
+    return True
 
 
 def compare(config_path: str | Path, out: str | Path, settings: CompareSettings, log: Callable[[str], None] = print) -> Path | None:
@@ -93,28 +128,25 @@ def compare(config_path: str | Path, out: str | Path, settings: CompareSettings,
         raise UniaplError(f"held-out prompts '{settings.heldout}' do not exist (--heldout)")
     # build every config first, so a bad algorithm name or override fails before hours of training
     configs = {(a, s): run_config(config_path, out, a, s, settings.overrides) for a in settings.algorithms for s in settings.seeds}
+    steps = [name for name in RESULT_STEPS if name not in settings.skip and (name != "heldout" or settings.heldout)]
+    requests = {name: analysis_request(settings) if name == "analyze" else eval_request(settings, settings.heldout if name == "heldout" else None)
+                for name in steps}
     for (algorithm, seed), config in configs.items():
         run = run_dir(out, algorithm, seed)
         final = run / "final"
         heldout = final / HELDOUT_DIR
-        results = [
-            ("ifeval", (final / EVAL_JSON).is_file(), lambda: evaluate_run(final, settings)),
-            ("analyze", (final / "analysis" / ANALYSIS_JSON).is_file(), lambda: analyze_run(final, settings)),
-        ]
-        if settings.heldout:
-            results.insert(0, ("heldout", (heldout / EVAL_JSON).is_file(),
-                               lambda: evaluate_run(final, settings, data=settings.heldout, out_dir=heldout)))
-        wanted = [done for name, done, _ in results if name not in settings.skip]
-        # weights are not published: a run restored from its published results (scripts/repro/publish.py --restore) is not trained again
-        trained = (final / "config.json").is_file() or (bool(wanted) and all(wanted))
-        for name, done, do in [("train", trained, lambda: train_run(config)), *results]:
-            if name in settings.skip:
-                continue
-            if done:
+        results = {"heldout": heldout / EVAL_JSON, "ifeval": final / EVAL_JSON, "analyze": final / "analysis" / ANALYSIS_JSON}
+        actions = {"train": lambda: train_run(config), "heldout": lambda: evaluate_run(final, settings, data=settings.heldout, out_dir=heldout),
+                   "ifeval": lambda: evaluate_run(final, settings), "analyze": lambda: analyze_run(final, settings)}
+        done = {name: result_done(results[name], requests[name]) for name in steps}
+        # a run restored from its published results, without weights, is not trained again
+        done = {"train": (final / "config.json").is_file() or (bool(steps) and all(done.values())), **done}
+        for name, finished in done.items():
+            if finished:
                 log(f"{run.name}: {name}: already done, skipped")
             else:
                 log(f"{run.name}: {name}")
-                do()
+                actions[name]()
     if "report" in settings.skip:
         return None
     report = out / "report"

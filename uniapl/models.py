@@ -187,7 +187,7 @@ def bf16_matmul_speedup(size: int = 512, repeats: int = 5) -> float:
 def bf16_is_faster(cpu_flags: set[str], speedup: Callable[[], float]) -> bool:
     """On a CPU, bf16 pays only with bf16 instructions: AMX runs a bf16 matmul about 5x faster than fp32 on one
     core, while without AVX512-BF16 or AMX PyTorch emulates bf16, several times slower. AVX512-BF16 alone
-    can go either way (1.5x slower than fp32 on a Xeon with torch 2.13, 2026-12-02), so there it is timed."""
+    can go either way (1.7x slower than fp32 on a Xeon with torch 2.13, 2026-12-02), so there it is timed."""
     if "amx_bf16" in cpu_flags:
         return True
     if "avx512_bf16" not in cpu_flags:

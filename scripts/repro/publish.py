@@ -22,6 +22,8 @@ import argparse
 import shutil
 from pathlib import Path
 
+from uniapl.analysis.report import load_run
+
 EVAL_FILES = ("ifeval_scores.json", "ifeval_run.json", "ifeval_responses.jsonl")
 # (folder under final/, files, folder under the published run); a result is published once its first file (the
 # scores, written when the evaluation ends) exists, so an evaluation in progress leaves nothing half-done in docs/
@@ -53,9 +55,7 @@ def publish_run(run: Path, target: Path) -> list[str]:
         shutil.rmtree(target)
     target.mkdir(parents=True)
     final = run / "final"
-    results = [final / folder / names[0] for folder, names, _ in RESULT_FILES]
-    # a run with results has finished training, with its weights (final/config.json) or restored without them
-    finished = not (run / "config.yaml").is_file() or (final / "config.json").is_file() or any(r.is_file() for r in results)
+    finished = not (run / "config.yaml").is_file() or load_run(run, run.name).finished
     sources = [(run / "config.yaml", target / "config.yaml"),
                (run / "metrics.jsonl", target / ("metrics.jsonl" if finished else "metrics.partial.jsonl"))]
     sources += [(final / folder / name, target / published / name) for folder, names, published in RESULT_FILES
