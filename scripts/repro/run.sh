@@ -17,15 +17,19 @@ mkdir -p runs/repro
 UNIAPL=.venv/bin/uniapl
 CONFIG=configs/repro/base.yaml
 EVAL=(--heldout data/if_heldout.jsonl --expert data/if_heldout.jsonl --eval-max-new-tokens 384 --eval-batch-size 64 --dtype bf16)
+# dtype auto trained every run of the first four algorithms in bf16 (CPUs with AMX, and AVX512-BF16 under the code of
+# the time); it picks fp32 on a CPU where bf16 is slower, so the dtype is pinned for the runs that came later
+TRAIN=(--set model.dtype=bf16)
 LEARNING_RATES=(3e-6 1e-5)
-LANES=("grpo uniapl" "uniapl_no_adv sft_then_grpo")
-ALGORITHMS=grpo,sft_then_grpo,uniapl,uniapl_no_adv
+# sft: the first of the protocol's "as the budget allows" algorithms, added after the grid's first four
+LANES=("grpo uniapl" "uniapl_no_adv sft_then_grpo sft")
+ALGORITHMS=grpo,sft_then_grpo,uniapl,uniapl_no_adv,sft
 
 tune_lane() {
   for algorithm in $1; do
     for lr in "${LEARNING_RATES[@]}"; do
       $UNIAPL compare $CONFIG --algorithms "$algorithm" --seeds 0 --out "runs/repro/tune/lr$lr" \
-        --set training.learning_rate="$lr" "${EVAL[@]}" --skip ifeval,analyze,report || echo "run.sh: $algorithm at $lr failed; rerun to resume it"
+        --set training.learning_rate="$lr" "${TRAIN[@]}" "${EVAL[@]}" --skip ifeval,analyze,report || echo "run.sh: $algorithm at $lr failed; rerun to resume it"
     done
   done
 }
@@ -35,7 +39,7 @@ grid_lane() {
   for seed in 1 2 3; do
     for algorithm in $1; do
       lr=$(.venv/bin/python scripts/repro/select_lr.py --algorithm "$algorithm") || { echo "run.sh: no tuned learning rate for $algorithm; finish its tuning first"; continue; }
-      $UNIAPL compare $CONFIG --algorithms "$algorithm" --seeds "$seed" --out runs/repro/grid --set training.learning_rate="$lr" "${EVAL[@]}" --skip report \
+      $UNIAPL compare $CONFIG --algorithms "$algorithm" --seeds "$seed" --out runs/repro/grid --set training.learning_rate="$lr" "${TRAIN[@]}" "${EVAL[@]}" --skip report \
         || echo "run.sh: $algorithm at seed $seed failed; rerun to resume it"
     done
   done
@@ -65,7 +69,7 @@ case "${1:-}" in
       $UNIAPL eval ifeval --model echo --data data/if_heldout.jsonl --out runs/repro/echo/final/heldout ) &
     wait ;;
   report)
-    $UNIAPL compare $CONFIG --algorithms $ALGORITHMS --seeds 1,2,3 --out runs/repro/grid "${EVAL[@]}"
+    $UNIAPL compare $CONFIG --algorithms $ALGORITHMS --seeds 1,2,3 --out runs/repro/grid "${TRAIN[@]}" "${EVAL[@]}"
     .venv/bin/python scripts/repro/results_table.py ;;
   *)
     echo "usage: bash scripts/repro/run.sh restore|tune|grid|start|report|all" >&2
