@@ -100,15 +100,15 @@ def measure_in_this_process(model: str, data: Path, out: Path) -> None:
         f"training.output_dir={out / 'run'}"])
     trainer = UniAPLTrainer(args=config)
     trainer.train()
-    policy = trainer._unwrapped()
+    policy = trainer.models.unwrapped()
     trainable = [p for p in policy.parameters() if p.requires_grad]
     optimizer_state = [v for state in trainer._raw_optimizer().state.values() for v in state.values() if v.dim() > 0]
     held = {
         "weights": local_bytes(policy.parameters()),
         "gradients": local_bytes(trainable),
         "optimizer": local_bytes(optimizer_state),
-        "rollout copy": local_bytes(trainer.rollout_model.parameters()) if trainer.rollout_model is not policy else 0,
-        "reference": local_bytes(trainer.ref_model.parameters()) if trainer.ref_model is not None else 0,
+        "rollout copy": local_bytes(trainer.models.rollout_model.parameters()) if trainer.models.rollout_model is not policy else 0,
+        "reference": local_bytes(trainer.models.ref_model.parameters()) if trainer.models.ref_model is not None else 0,
         "peak resident": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }
     (out / f"rank{trainer.accelerator.process_index}.json").write_text(json.dumps(held))

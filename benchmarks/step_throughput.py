@@ -105,9 +105,9 @@ def run_ours(algorithm: str, args: argparse.Namespace, device: str) -> dict:
     from uniapl.rewards.ifeval import ifeval_partial
 
     if args.length == "fixed":
-        import uniapl.train.rollout as rollout
+        import uniapl.generation.engines as engines
 
-        rollout._eos_ids = lambda model, tokenizer: [-1]  # no token ends a rollout: each runs to max_new_tokens
+        engines._eos_ids = lambda model, tokenizer: [-1]  # no token ends a rollout: each runs to max_new_tokens
 
     rows = dataset_rows(args.data, args.prompts)
     with tempfile.TemporaryDirectory(prefix="bench-uniapl-") as out:

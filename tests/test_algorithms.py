@@ -13,7 +13,7 @@ import torch
 from uniapl.algorithms import advantages as adv_lib
 from uniapl.algorithms import losses
 from uniapl.algorithms.adversarial import accuracy, adversarial_reward, adversarial_weight, discriminator_loss, mean_pool
-from uniapl.algorithms.dual import dual_ascent, ema, warmup_decay
+from uniapl.algorithms.dual import Multiplier, TermWeights, dual_ascent, ema, warmup_decay
 from uniapl.algorithms.presets import PRESETS
 
 EPS = adv_lib.ADVANTAGE_EPS
@@ -338,7 +338,7 @@ def test_growing_kv_cache_decodes_exactly_like_transformers_default(tiny_model):
     """The in-place cache (no per-step concatenation) gives token-for-token the same greedy output."""
     from transformers import AutoModelForCausalLM, GenerationConfig
 
-    from uniapl.train.kv_cache import GrowingCache
+    from uniapl.generation.kv_cache import GrowingCache
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
     ids = torch.randint(5, 500, (3, 7), generator=torch.Generator().manual_seed(0))
@@ -352,3 +352,22 @@ def test_growing_kv_cache_decodes_exactly_like_transformers_default(tiny_model):
     cache.batch_select_indices(torch.tensor([2, 0]))
     cache.crop(-5)
     assert cache.layers[0].keys.shape == (2, cache.layers[0].keys.shape[1], 7 + 80 - 1 - 5, cache.layers[0].keys.shape[-1])
+
+
+def test_the_multiplier_weighs_the_sft_term_in_each_mode_and_learns_only_when_learned():
+    from uniapl.config import AlgorithmConfig
+
+    config = AlgorithmConfig(lambda_init=1.0, eta_lambda=0.5, epsilon=1.0, lambda_fixed=0.3, schedule_peak=0.8, schedule_final=0.8,
+                             schedule_warmup_steps=0)
+    multiplier = Multiplier(config)
+    assert multiplier.weights("learned", use_sft=False, stage_step=0, stage_steps=4) == TermWeights(rl=1.0, sft=0.0)
+    assert multiplier.weights("fixed", True, 0, 4) == TermWeights(rl=1.0, sft=0.3)
+    assert multiplier.weights("schedule", True, 2, 4) == TermWeights(rl=pytest.approx(0.2), sft=pytest.approx(0.8))
+    multiplier.dual_step("fixed", 3.0)  # only the learned lambda moves
+    assert multiplier.weights("learned", True, 0, 4).sft == 1.0
+    multiplier.dual_step("learned", 3.0)  # over budget: 1 + 0.5 * (3 - 1)
+    multiplier.dual_step("learned", float("nan"))  # a non-finite C_batch leaves it as it is
+    assert multiplier.weights("learned", True, 0, 4).sft == pytest.approx(2.0)
+    restored = Multiplier(config)
+    restored.load_state_dict(multiplier.state_dict())
+    assert restored.state_dict() == {"lambda": pytest.approx(2.0), "c_ema": 3.0}

@@ -176,8 +176,8 @@ def analyzed(tmp_path_factory):
 @pytest.fixture(scope="module")
 def independent(analyzed):
     """What the analysis should have found, computed here by direct forward passes."""
+    from uniapl.generation import SamplingParams, encode_prompts, generate, sequence_seed
     from uniapl.models import load_model_and_tokenizer
-    from uniapl.train.rollout import SamplingParams, encode_prompts, generate, sequence_seed
 
     model, tokenizer = load_model_and_tokenizer(MODEL)
     examples = [EXPERT_ROWS[k] for k in analyzed["keys"]]

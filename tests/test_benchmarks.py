@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -44,3 +45,19 @@ def test_memory_layouts_computes_each_layout_for_qwen3_0_6b_and_4b():
     totals = {(row[0], row[2]): float(row[-1].removesuffix(" GB")) for row in rows}
     assert len(totals) == 8
     assert totals[("Qwen3-4B", "DDP, any N")] > 80 > totals[("Qwen3-4B", "FSDP2, N = 8")]
+
+
+@pytest.mark.slow
+def test_revisions_runs_each_system_by_each_revision_side_by_side(tmp_path):
+    """revisions.py: HEAD's code and the working tree's, each in its own subprocess from its own tree, one table with
+    the ratio after / before."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, str(BENCHMARKS / "revisions.py"), "--before", "HEAD", "--systems", "ours-grpo", "--json-out",
+               str(tmp_path / "runs.json"), "--", "--model", "tiny-random-smollm2", "--steps", "1", "--max-new-tokens", "4",
+               "--prompts", "2", "--generations", "2"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    ((header, rows),) = markdown_tables(result.stdout)
+    assert header[:3] == ["system", "revision", "step_s"]
+    assert "ours-grpo" in rows
+    assert set(json.loads((tmp_path / "runs.json").read_text())) == {"ours-grpo @ HEAD", "ours-grpo @ working tree"}

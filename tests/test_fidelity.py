@@ -94,11 +94,12 @@ def test_grpo_after_sft_starts_from_the_sft_checkpoint_as_its_reference(tiny_ove
 def test_over_long_demonstrations_are_left_out_not_cut(tiny_overrides, monkeypatch):
     """With max_demo_length 9 (tokens with EOS), 4 of the 8 toy demonstrations fit. SFT trains on whole
     demonstrations that end with EOS, never on 'Go to bed at the<|im_end|>'."""
-    import uniapl.train.step as step_module
     from conftest import TOY_ROWS
 
-    trained, pack = [], step_module.pack
-    monkeypatch.setattr(step_module, "pack", lambda prompts, completions, pad: trained.extend(completions) or pack(prompts, completions, pad))
+    import uniapl.train.batch as batch_module
+
+    trained, pack = [], batch_module.pack
+    monkeypatch.setattr(batch_module, "pack", lambda prompts, completions, pad: trained.extend(completions) or pack(prompts, completions, pad))
     config = UniAPLConfig.from_yaml(None, tiny_overrides + ["algorithm.name=sft", "data.max_demo_length=9", "training.max_steps=4"])
     with pytest.warns(UniaplWarning, match="max_demo_length=9: 4 of 8 expert demonstrations are longer"):
         trainer = UniAPLTrainer(args=config)
@@ -168,8 +169,8 @@ def test_chord_mu_is_a_convex_weight(field, tiny_overrides):
 def test_rollouts_sample_the_distribution_that_training_scores(tiny_model):
     """A model's own generation_config (Qwen2.5-Instruct ships repetition_penalty 1.05) must not reshape the
     rollout distribution: the sampler's log-probs equal the training forward's."""
+    from uniapl.generation import SamplingParams, encode_prompts, generate
     from uniapl.models import load_model_and_tokenizer
-    from uniapl.train.rollout import SamplingParams, encode_prompts, generate
     from uniapl.train.sequences import completion_logprobs
 
     model, tokenizer = load_model_and_tokenizer(tiny_model, "fp32")

@@ -3,6 +3,7 @@ non-finite rewards and losses, half-written files, and kill -9 in the middle of 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -11,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from conftest import TOY_ROWS, chat_row, write_jsonl
 from fault_injection import CASES, COMMON_FILES, config_file, kill9_trial, make_damaged_models, run_case, train, train_to_the_end
+from safetensors.torch import load_file
+
 from uniapl import UniAPLConfig, UniAPLTrainer
 from uniapl.cli import main
 from uniapl.errors import ConfigError, IntegrityError, UniaplError, UniaplWarning
@@ -204,10 +205,10 @@ def test_resume_keeps_the_dtype_auto_picked_when_the_run_started(tiny_model, tmp
 
     monkeypatch.setattr(models, "native_bf16", lambda: True)  # a machine where auto picks bf16
     trainer = UniAPLTrainer(args=UniAPLConfig.from_yaml(None, run_settings(tiny_model, data, run, "model.dtype=auto")))
-    assert trainer.dtype == "bf16"
+    assert trainer.models.dtype == "bf16"
     trainer.train(resume=True)
     assert "resuming step-000001 in fp32, the dtype it was trained in (model.dtype auto would pick bf16 on this hardware)" in capsys.readouterr().out
-    assert trainer.dtype == "fp32" and trainer.rollout_model is trainer.policy  # no bf16 copy for generation
+    assert trainer.models.dtype == "fp32" and trainer.models.rollout_model is trainer.models.policy  # no bf16 copy for generation
     assert json.loads((run / "checkpoints" / "step-000002" / "trainer_state.json").read_text())["dtype"] == "fp32"
 
 
@@ -225,7 +226,7 @@ def test_a_diverging_run_skips_non_finite_updates_then_stops_with_finite_weights
     with pytest.warns(UniaplWarning, match="skipped an update whose gradient norm is not finite"):
         with pytest.raises(UniaplError, match=r"training stopped at step \d: 2 updates in a row had a non-finite gradient norm"):
             trainer.train()
-    assert all(torch.isfinite(p).all() for p in trainer._unwrapped().parameters())
+    assert all(torch.isfinite(p).all() for p in trainer.models.unwrapped().parameters())
     text = (tmp_path / "run" / "metrics.jsonl").read_text()
     assert "null" not in text and ('"grad_norm": NaN' in text or '"grad_norm": Infinity' in text)
     rows = read_resumable_jsonl(tmp_path / "run" / "metrics.jsonl")
@@ -238,8 +239,8 @@ def test_the_discriminator_skips_an_update_with_a_non_finite_gradient():
 
     discriminator = HeadDiscriminator(8, DiscriminatorConfig(width=4), "cpu")
     before = [p.detach().clone() for p in discriminator.module.parameters()]
-    stats = discriminator.update(DiscriminatorInputs(torch.full((2, 8), float("nan")), torch.zeros(2, 8)))
-    assert math.isnan(stats["disc/loss"])
+    update = discriminator.update(DiscriminatorInputs(torch.full((2, 8), float("nan")), torch.zeros(2, 8)))
+    assert math.isnan(update.loss) and not update.skipped
     assert all(torch.equal(a, b) for a, b in zip(before, discriminator.module.parameters()))
 
 
@@ -313,3 +314,15 @@ def test_kill_9_during_a_save_then_resume_is_bit_identical(tiny_model, tmp_path)
     train_to_the_end(tmp_path / "reference", tiny_model, data, steps=3)
     assert kill9_trial(tmp_path / "killed", tmp_path / "reference", tiny_model, data, 3, during_save=True, delay=0)
     verify_manifest(tmp_path / "killed" / "checkpoints" / "step-000003")
+
+
+def test_trainer_state_reads_back_what_it_saved_and_the_layout_saved_before_the_multiplier_had_its_own(tmp_path):
+    from uniapl.train.state import STATE_FILE, TrainerState
+
+    state = TrainerState(global_step=3, stage_step=3, prompt_cursor=12, demo_cursor=8, multiplier={"lambda": 0.7, "c_ema": 1.2},
+                         scheduler={"last_epoch": 3}, dtype="bf16", rng={"numpy": [1]})
+    state.save(tmp_path)
+    assert TrainerState.load(tmp_path) == state
+    old = {k: v for k, v in json.loads((tmp_path / STATE_FILE).read_text()).items() if k not in ("multiplier", "dtype")}
+    (tmp_path / STATE_FILE).write_text(json.dumps({**old, "lambda": 0.7, "c_ema": 1.2}))
+    assert TrainerState.load(tmp_path) == dataclasses.replace(state, dtype=None)

@@ -6,8 +6,8 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from uniapl.train.rollout import encode_prompts, generate, sequence_seed
-from uniapl.train.sampling import SamplingParams, SeededSampler, gumbel_noise, row_keys, token_keys
+from uniapl.generation import SamplingParams, encode_prompts, generate, sequence_seed
+from uniapl.generation.sampling import SeededSampler, gumbel_noise, row_keys, token_keys
 
 PROMPTS = ["Say hi.", "Write a long line about the sea and the wind.", "Name a fruit.", "Count to three, slowly please.", "Why?"]
 

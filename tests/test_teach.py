@@ -26,8 +26,8 @@ from uniapl.datatools.teach import (
     attach_demonstrations, status_path, teach,
 )
 from uniapl.errors import UniaplError
+from uniapl.generation import SamplingParams
 from uniapl.models import resolve_model_path
-from uniapl.train.rollout import SamplingParams
 
 TINY = "tiny-random-smollm2"
 RULES = QualityRules()

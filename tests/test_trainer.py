@@ -56,8 +56,8 @@ def test_metrics_and_tensorboard_are_written(tiny_overrides, tmp_path):
 
 
 def heldout_nll(model_path: str, rows) -> float:
+    from uniapl.generation import encode_prompts
     from uniapl.models import load_model_and_tokenizer
-    from uniapl.train.rollout import encode_prompts
     from uniapl.train.sequences import completion_logprobs
 
     model, tok = load_model_and_tokenizer(model_path, "fp32")
@@ -198,7 +198,7 @@ def test_checkpoint_has_no_pickle_and_survives_a_crashed_save(tiny_overrides, tm
         raise OSError("disk full")
 
     monkeypatch.setattr(ckpt, "save_file", crash)
-    trainer.global_step = 2
+    trainer.state.global_step = 2
     with pytest.raises(UniaplError, match="could not write '.*step-000002': disk full; what was saved there before is unchanged"):
         trainer.save_checkpoint()
     assert (checkpoints / "latest").read_text() == "step-000001"
@@ -245,7 +245,7 @@ def test_memory_savers_give_the_same_update(settings, memory_saver, tiny_model, 
 
 def test_long_demonstrations_take_passes_of_their_own():
     """A demonstration longer than the rollouts would pad every rollout of a shared pass to its length."""
-    from uniapl.train.step import DEMO, ROLLOUT, TrainRow, plan_passes
+    from uniapl.train.batch import DEMO, ROLLOUT, TrainRow, plan_passes
 
     rollouts = [TrainRow([1, 2, 3], [7] * 8, ROLLOUT) for _ in range(4)] + [TrainRow([4, 5], [7] * 8, ROLLOUT) for _ in range(4)]
     long_demos = [TrainRow([1, 2, 3], [8] * 300, DEMO), TrainRow([6], [8] * 250, DEMO)]
@@ -260,10 +260,10 @@ def test_demonstration_passes_give_the_same_update_without_an_extra_pooling_pass
     """uniapl with the head discriminator, its demonstrations in a pass of their own or with the rollouts: the same
     update, and neither forwards a row twice (the advantages wait for the pass with the rollouts). With the rollouts
     in several micro-batches, only they take the no-grad pooling pass."""
-    import uniapl.train.step as step_module
-    import uniapl.train.trainer as trainer_module
+    import uniapl.train.batch as batch_module
+    import uniapl.train.policy as policy_module
 
-    plan, score = step_module.plan_passes, trainer_module.score_tokens
+    plan, score = batch_module.plan_passes, policy_module.score_tokens
     common = tiny_overrides + ADVERSARIAL_FROM_STEP_0 + ["algorithm.name=uniapl", "rollout.max_new_tokens=2", "training.learning_rate=1e-3",
                                                          "algorithm.discriminator.learning_rate=1e-2", "training.adam_epsilon=1e-6"]
     runs, passes, forwards = {}, {}, {}
@@ -273,18 +273,18 @@ def test_demonstration_passes_give_the_same_update_without_an_extra_pooling_pass
             passes[name].append(([r.kind for r in rows], plan(rows, size, split)))
             return passes[name][-1][1]
 
-        monkeypatch.setattr(step_module, "plan_passes", planned)
-        monkeypatch.setattr(trainer_module, "score_tokens", lambda *a, name=name, **k: forwards[name].append(len(a[1].input_ids)) or score(*a, **k))
+        monkeypatch.setattr(batch_module, "plan_passes", planned)
+        monkeypatch.setattr(policy_module, "score_tokens", lambda *a, name=name, **k: forwards[name].append(len(a[1].input_ids)) or score(*a, **k))
         config = UniAPLConfig.from_yaml(None, common + extra + [f"training.output_dir={tmp_path / name}"])
         UniAPLTrainer(args=config, reward_funcs=[low_token_reward]).train()
         runs[name] = tmp_path / name
     assert [len(p) for _, p in passes["joint"]] == [1, 1] and [len(p) for _, p in passes["split"]] == [2, 2]
     assert sum(forwards["joint"]) == sum(forwards["split"]) == 2 * 6  # 4 rollouts and 2 demonstrations a step, each once
-    # in micro-batches, the passes from the first with a rollout on go once more, without gradients, for their pooled
-    # features; demonstration passes ahead of it do not
-    first_rl = [next(i for i, p in enumerate(plan) if any(kinds[j] != step_module.DEMO for j in p)) for kinds, plan in passes["micro"]]
-    assert any(first_rl), "no step put its demonstrations in a pass of their own"
-    assert sum(forwards["micro"]) == sum(6 + sum(len(p) for p in plan[k:]) for k, (_, plan) in zip(first_rl, passes["micro"]))
+    # in micro-batches, the passes with a rollout go once more, without gradients, for their pooled features;
+    # demonstration-only passes do not
+    with_rl = [[p for p in plan if any(kinds[j] != batch_module.DEMO for j in p)] for kinds, plan in passes["micro"]]
+    assert any(len(rl) < len(plan) for rl, (_, plan) in zip(with_rl, passes["micro"])), "no step put its demonstrations in a pass of their own"
+    assert sum(forwards["micro"]) == sum(6 + sum(len(p) for p in rl) for rl in with_rl)
     a = final_state(runs["joint"])
     for name in ["split", "micro"]:
         b = final_state(runs[name])
@@ -300,17 +300,17 @@ def test_bf16_trains_fp32_master_weights_in_autocast(tiny_overrides, monkeypatch
     """model.dtype bf16 (what `auto` picks on hardware with bf16, CPUs included): the policy keeps fp32 weights, every
     training pass runs in bf16 autocast (the reference model's too, so the KL before any update is 0), and the
     rollouts come from a bf16 copy."""
-    import uniapl.train.trainer as trainer_module
+    import uniapl.train.policy as policy_module
 
-    in_autocast, score = [], trainer_module.score_tokens
-    monkeypatch.setattr(trainer_module, "score_tokens", lambda *a, **k: in_autocast.append(torch.is_autocast_enabled("cpu")) or score(*a, **k))
+    in_autocast, score = [], policy_module.score_tokens
+    monkeypatch.setattr(policy_module, "score_tokens", lambda *a, **k: in_autocast.append(torch.is_autocast_enabled("cpu")) or score(*a, **k))
     config = UniAPLConfig.from_yaml(None, tiny_overrides + ["model.dtype=bf16", "algorithm.name=uniapl", "algorithm.beta_kl=0.1",
                                                             "training.max_steps=1"])
     trainer = UniAPLTrainer(args=config)
     row = read_metrics(trainer.train().parent)[0]
     assert in_autocast and all(in_autocast)
-    assert {p.dtype for p in trainer.policy.parameters()} == {torch.float32}
-    assert {p.dtype for p in trainer.rollout_model.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in trainer.models.policy.parameters()} == {torch.float32}
+    assert {p.dtype for p in trainer.models.rollout_model.parameters()} == {torch.bfloat16}
     assert row["kl"] == pytest.approx(0.0, abs=1e-6)
     assert math.isfinite(row["loss/rl"]) and math.isfinite(row["loss/sft"])
 
@@ -333,6 +333,6 @@ def test_the_sft_stage_of_sft_then_grpo_can_take_its_own_demonstrations_per_step
     assert [config.demos_per_step(i) for i in (0, 1)] == [3, 2]
     trainer = UniAPLTrainer(args=config)
     trainer.train()
-    assert trainer.demo_cursor == 3  # one SFT step of 3 demonstrations; GRPO takes none
+    assert trainer.state.demo_cursor == 3  # one SFT step of 3 demonstrations; GRPO takes none
     with pytest.raises(ConfigError, match="algorithm.sft_stage_demos_per_step: must be > 0"):
         UniAPLConfig.from_yaml(None, tiny_overrides + ["algorithm.sft_stage_demos_per_step=0"])

@@ -22,8 +22,8 @@ from uniapl.analysis import DEFAULT_SMOOTHING_WINDOW
 from uniapl.analysis.report import EVAL_JSON, HELDOUT_DIR, write_report
 from uniapl.config import flatten
 from uniapl.errors import UniaplError
+from uniapl.generation import SamplingParams
 from uniapl.io import read_json
-from uniapl.train.rollout import SamplingParams
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,11 @@
 Every choice of the method (../docs/config.md) is a field here. Component switches of the algorithm
 (`use_rl`, `use_sft`, `lambda_mode`, `use_adversarial`, `expert_in_group`) default to None, which
 means "as the algorithm's preset says"; setting one explicitly overrides the preset.
+
+Each field's help (`option`) is the text of docs/config.md's tables. `algorithm.name` allows the names of the
+presets; the registries of `loss_aggregation`, `advantage`, `sft_token_weighting` and `rollout.engine` live in
+modules that import torch, which would slow `uniapl --help`, so their Literals repeat the names and
+tests/test_config_docs.py holds the two equal.
 """
 
 from __future__ import annotations
@@ -17,147 +22,240 @@ from typing import Any, Literal, Optional
 
 import yaml
 
-from uniapl.algorithms.presets import PRESETS, STAGED, Components
+from uniapl.algorithms.presets import ALGORITHM_NAMES, PRESETS, STAGED, Components
 from uniapl.errors import ConfigError, UniaplError
 from uniapl.io import read_text
 
 
+def option(default: Any, help_text: str) -> Any:
+    """A field with its help, from which docs/config.md's tables are rendered (scripts/config_docs.py), so the doc
+    cannot drift from the code. A list default is copied for each config."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help_text})
+    return field(default=default, metadata={"help": help_text})
+
+
+def preset_switch(help_text: str) -> Any:
+    """A component switch: unset, the preset of `algorithm.name` decides; set, it overrides the preset."""
+    return option(None, f"{help_text}; null: as the preset of `name` says")
+
+
 @dataclass
 class LoraConfig:
-    enabled: bool = False
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    enabled: bool = option(
+        False, "train LoRA adapters (peft) on a frozen base; with `bf16` the base stays in bf16. The final folder has "
+        "the adapters merged")
+    r: int = option(16, "rank of the adapters (peft's LoraConfig `r`)")
+    alpha: int = option(32, "scale of the adapters' update, `alpha / r` (peft's LoraConfig `lora_alpha`)")
+    dropout: float = option(0.05, "dropout on the adapters' input (peft's LoraConfig `lora_dropout`)")
+    target_modules: list[str] = option(
+        ["q_proj", "k_proj", "v_proj", "o_proj"], "the modules that get adapters (peft's LoraConfig `target_modules`)")
 
 
 @dataclass
 class ModelConfig:
-    name: str = "smollm2-135m-instruct"  # an alias, a local HF folder, or a hub id
-    # bf16: fp32 master weights, bf16 autocast for training (GPU) and a bf16 copy for generation;
-    # auto: bf16 where the hardware runs it natively, else fp32
-    dtype: Literal["auto", "bf16", "fp32"] = "auto"
-    gradient_checkpointing: bool = False
-    lora: LoraConfig = field(default_factory=LoraConfig)
+    name: str = option(
+        "smollm2-135m-instruct",
+        "a built-in alias (`smollm2-135m-instruct`, `tiny-random-smollm2`), a local HF folder, or a hub id (needs a "
+        "network). Not used when `UniAPLTrainer(model=...)` gets a model object: that object is the policy, its "
+        "reference and the `model` discriminator's start, and the tokenizer is `processing_class`, or else the one in "
+        "the object's `name_or_path` folder (an error says so when that is not a local folder)")
+    dtype: Literal["auto", "bf16", "fp32"] = option(
+        "auto",
+        "`auto`: `bf16` where it runs faster than fp32, else `fp32`: on a GPU with bf16, and on a CPU with AMX; not on "
+        "a CPU without bf16 instructions (emulated, several times slower); on a CPU with AVX512-BF16 but no AMX, a "
+        "512x512 matmul is timed once on one core and bf16 is picked only if it is over 1.2x faster (on a Xeon with "
+        "AVX512-BF16 and no AMX, torch 2.13, bf16 measured 0.55 to 0.6x fp32's speed, so `auto` picks fp32 there). A "
+        "run resumed with `auto` keeps the dtype it was trained in (recorded in each checkpoint's "
+        "`trainer_state.json`), whatever this machine would pick, and every process of a distributed run takes the "
+        "main process's choice. `bf16`: fp32 master weights and optimizer, every training pass (policy and reference "
+        "model) in bf16 autocast, on GPUs and CPUs alike (on a CPU with AMX a bf16 matmul's forward and backward runs "
+        "about 5x faster than fp32 on one core), and a bf16 copy of the weights for generation (synced after each "
+        "update); `fp32`: everything fp32")
+    gradient_checkpointing: bool = option(False, "trade compute for activation memory")
+    lora: LoraConfig = field(default_factory=LoraConfig, metadata={"help": "LoRA adapters instead of training every weight"})
 
 
 @dataclass
 class DataConfig:
-    # RL prompts. A row may also carry the expert demonstration (`completion` or `messages`): the paired case.
-    prompts: Optional[str] = None
-    # expert demonstrations; when unset, the rows of `prompts` that carry a completion are the demonstrations
-    expert: Optional[str] = None
-    max_prompt_length: int = 512
-    max_demo_length: int = 512  # longer demonstrations (in tokens, with EOS) are left out
+    prompts: Optional[str] = option(None, "RL prompts: a `.jsonl` file or a `datasets.save_to_disk` folder")
+    expert: Optional[str] = option(
+        None, "expert demonstrations; unset = the rows of `prompts` that carry a completion (the paired case)")
+    max_prompt_length: int = option(512, "prompts keep their last tokens")
+    max_demo_length: int = option(
+        512,
+        "the longest demonstration, in tokens with its EOS. Longer ones are left out, with a warning that counts them "
+        "(cut, they would teach the model to stop mid-sentence); the demonstrations that stay are trained on, shown to "
+        "the discriminator and, under LUFFY, scored exactly as tokenized")
 
 
 @dataclass
 class RewardConfig:
-    name: str  # a built-in name (uniapl.rewards) or a dotted path module.function
-    weight: float = 1.0
+    name: str = option(dataclasses.MISSING, "a built-in reward (`uniapl.rewards`) or a dotted path `package.module.function`")
+    weight: float = option(
+        1.0, "the function's weight in the task reward, the weighted sum of all functions (a `None` score counts as 0)")
 
 
 @dataclass
 class RolloutConfig:
-    num_generations: int = 4  # G, rollouts per prompt
-    max_new_tokens: int = 128
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0  # 0 = off
-    batch_size: Optional[int] = None  # generation batch; None = all rollouts of a step at once
-    # decode loop: plain (rows leave the batch as they finish), compiled (static KV cache + torch.compile, CUDA
-    # graphs on a GPU); auto = compiled on a GPU, plain on a CPU
-    engine: Literal["auto", "plain", "compiled"] = "auto"
+    num_generations: int = option(
+        4, "`G`, rollouts per prompt; at least 2 when the algorithm runs RL (as in TRL): advantages compare the rollouts "
+        "of a prompt, so with one every advantage is 0")
+    max_new_tokens: int = option(128, "generation budget; a rollout stops at EOS")
+    temperature: float = option(1.0, "sampling temperature: rollouts are drawn from `softmax(logits / temperature)`")
+    top_p: float = option(
+        1.0, "sampling keeps the smallest set of tokens whose probability exceeds `top_p`, after `top_k` (1.0 is off)")
+    top_k: int = option(0, "sampling keeps the `top_k` most likely tokens (`top_k: 0` is off)")
+    batch_size: Optional[int] = option(None, "generation batch; null: all rollouts of a step at once")
+    engine: Literal["auto", "plain", "compiled"] = option(
+        "auto",
+        "the decode loop. `plain`: rows leave the batch and the KV cache as they finish; `compiled`: a static KV cache "
+        "and a decode step compiled with `torch.compile` (CUDA graphs on a GPU), fixed shapes (finished rows ride "
+        "along until all are done; the cache is sized in multiples of 128 tokens so that later steps reuse the "
+        "compiled step; the first call compiles, tens of seconds). Both decode the same tokens (greedy and seeded "
+        "sampling, tested on a CPU with a tiny model). `auto`: `compiled` on a GPU, `plain` on a CPU. The compiled "
+        "path has not yet been run on a GPU here (no GPU in its session); `rollout.engine=plain` is the fallback")
 
 
 @dataclass
 class DiscriminatorConfig:
-    kind: Literal["head", "model"] = "head"
-    model: Optional[str] = None  # kind=model: the classifier's start model; None = the policy's start model
-    width: int = 256  # kind=head: hidden width of the MLP
-    learning_rate: float = 1e-4
-    steps_per_update: int = 1  # n_disc
-    label_smoothing: float = 0.0
-    warmup_steps: int = 5  # steps the discriminator trains before r_adv enters the reward
-    max_accuracy: Optional[float] = None  # skip an update while accuracy is above this (None = never skip)
+    kind: Literal["head", "model"] = option(
+        "head", "`head`: an MLP on the policy's mean-pooled hidden states (no extra forward pass); `model`: a separate "
+        "sequence classifier")
+    model: Optional[str] = option(
+        None, "`kind: model`: the classifier's start weights; unset, the policy's start weights (a model object passed "
+        "to the trainer included) under a new scalar head")
+    width: int = option(256, "`kind: head`: MLP width")
+    learning_rate: float = option(1e-4, "its optimizer's learning rate")
+    steps_per_update: int = option(1, "`n_disc`, its optimizer steps per training step")
+    label_smoothing: float = option(
+        0.0, "label smoothing of its loss: the expert's target is `1 - label_smoothing`, the policy's `label_smoothing`")
+    warmup_steps: int = option(
+        5,
+        "steps (of the stage) the discriminator trains before `r_adv` enters the reward: an untrained discriminator "
+        "scores noise. Its loss weighs the expert and the policy class equally (a mean per class), however many rows "
+        "each has, and its accuracy on each class is logged as `disc/acc_expert` and `disc/acc_policy`")
+    max_accuracy: Optional[float] = option(
+        None, "skip its update while its accuracy is above this; null: never skip")
 
 
 @dataclass
 class AlgorithmConfig:
-    name: Literal[
-        "sft", "grpo", "sft_then_grpo", "chord", "luffy", "uniapl", "uniapl_no_adv", "uniapl_fixed_lambda"
-    ] = "uniapl"
-    # component switches (None = from the preset of `name`)
-    use_rl: Optional[bool] = None
-    use_sft: Optional[bool] = None
-    lambda_mode: Optional[Literal["learned", "fixed", "schedule"]] = None
-    use_adversarial: Optional[bool] = None
-    expert_in_group: Optional[bool] = None
+    name: Literal[ALGORITHM_NAMES] = option(
+        "uniapl", "the algorithm: a preset of the component switches below, or `sft_then_grpo`, two presets run as "
+        "stages (the table above)")
+    # component switches
+    use_rl: Optional[bool] = preset_switch("GRPO on the policy's own rollouts")
+    use_sft: Optional[bool] = preset_switch("the SFT term on the expert demonstrations")
+    lambda_mode: Optional[Literal["learned", "fixed", "schedule"]] = preset_switch(
+        "the SFT term's multiplier: `learned` (`lambda` by dual ascent), `fixed` (`lambda_fixed`) or `schedule` "
+        "(CHORD's `mu`, a warm-up then a decay, which mixes the terms convexly)")
+    use_adversarial: Optional[bool] = preset_switch("the discriminator's reward `r_adv` in the reward")
+    expert_in_group: Optional[bool] = preset_switch("LUFFY: the paired demonstration joins its prompt's group")
     # GRPO
-    eps_low: float = 0.2
-    eps_high: float = 0.28
-    loss_aggregation: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"] = "token_mean"
-    num_iterations: int = 1
-    beta_kl: float = 0.0
-    advantage: Literal["grpo", "dr_grpo"] = "grpo"  # dr_grpo: no std scaling
-    normalize_rewards_separately: bool = False  # normalize r and r_adv separately, then add
+    eps_low: float = option(0.2, "lower clip range of the ratio: `clip(rho, 1 - eps_low, 1 + eps_high)`")
+    eps_high: float = option(
+        0.28, "upper clip range of the ratio: `clip(rho, 1 - eps_low, 1 + eps_high)`; larger than `eps_low`, it is "
+        "clip-higher")
+    loss_aggregation: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"] = option(
+        "token_mean",
+        "`token_mean` (DAPO), `seq_mean_token_mean` (original GRPO), `seq_mean_token_sum_norm` (Dr. GRPO)")
+    num_iterations: int = option(1, "policy updates per batch of rollouts")
+    beta_kl: float = option(
+        0.0,
+        "weight of the k3 KL to the reference model, a frozen copy of the policy as the stage started (the model "
+        "object, if one was passed; under `sft_then_grpo`, the SFT stage's final model); 0 loads no reference model")
+    advantage: Literal["grpo", "dr_grpo"] = option("grpo", "`grpo`: `(r - mean) / (std + 1e-4)`; `dr_grpo`: `r - mean`")
+    normalize_rewards_separately: bool = option(False, "normalize task and adversarial rewards separately, then add")
     # SFT term and its multiplier
-    sft_token_weighting: Literal["none", "chord_phi"] = "none"
-    epsilon: float = 1.0  # budget on the per-token expert NLL
-    lambda_init: float = 1.0
-    eta_lambda: float = 0.05
-    lambda_max: float = 10.0
-    c_batch_ema: float = 0.0  # EMA decay of C_batch for the dual step (0 = none)
-    lambda_fixed: float = 1.0  # lambda_mode=fixed
-    # lambda_mode=schedule (CHORD): L = (1 - mu) L_RL + mu L_SFT, mu warms up from 0 to peak, then decays to final
-    schedule_peak: float = 0.9
-    schedule_final: float = 0.05
-    schedule_warmup_steps: int = 2
-    schedule_shape: Literal["cosine", "linear"] = "cosine"
+    sft_token_weighting: Literal["none", "chord_phi"] = option(
+        "none", "`chord_phi` weights each expert token by `p(1 - p)` (CHORD-phi; the weight is detached)")
+    epsilon: float = option(1.0, "the constraint budget on the per-token expert NLL `C`")
+    lambda_init: float = option(1.0, "`lambda` as dual ascent starts (see `eta_lambda`)")
+    eta_lambda: float = option(
+        0.05, "the step `eta` of dual ascent: `lambda <- clip(lambda + eta (C - epsilon), 0, lambda_max)`")
+    lambda_max: float = option(10.0, "the upper bound of `lambda` in dual ascent (see `eta_lambda`)")
+    c_batch_ema: float = option(0.0, "EMA decay of `C_batch` before the dual step")
+    lambda_fixed: float = option(1.0, "`lambda` when `lambda_mode: fixed`")
+    schedule_peak: float = option(
+        0.9, "`lambda_mode: schedule` (CHORD's `mu`, in [0, 1], logged as `lambda`): `mu` rises from 0 at the first "
+        "step, linearly, to `schedule_peak` at step `schedule_warmup_steps`")
+    schedule_final: float = option(
+        0.05, "`lambda_mode: schedule`: after its peak, `mu` decays to `schedule_final` at the stage's last step (with "
+        "fewer than `schedule_warmup_steps + 2` steps it does not get there)")
+    schedule_warmup_steps: int = option(2, "`lambda_mode: schedule`: the step at which `mu`, linear from 0, reaches `schedule_peak`")
+    schedule_shape: Literal["cosine", "linear"] = option(
+        "cosine", "`lambda_mode: schedule`: `mu`'s decay from `schedule_peak` to `schedule_final`, `cosine` or `linear`")
     # adversarial reward
-    alpha_adv: float = 0.1
-    alpha_adv_warmup_steps: int = 10  # after the discriminator's warm-up, alpha ramps linearly from 0 over these steps
-    adv_clip: float = 3.0
-    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    alpha_adv: float = option(
+        0.1, "weight of `r_adv` in the reward: 0 during `discriminator.warmup_steps`, then a linear ramp that reaches "
+        "`alpha_adv` after `alpha_adv_warmup_steps` steps. Logged as `adv/alpha`")
+    alpha_adv_warmup_steps: int = option(
+        10, "steps of the linear ramp of `r_adv`'s weight from 0 to `alpha_adv`, after `discriminator.warmup_steps` "
+        "(0: at once)")
+    adv_clip: float = option(3.0, "`r_adv = clip(s, -c, c)`")
+    discriminator: DiscriminatorConfig = field(
+        default_factory=DiscriminatorConfig, metadata={"help": "the classifier of expert against policy that scores `r_adv`"})
     # expert in the group (LUFFY)
-    luffy_gamma: float = 0.1
-    # sft_then_grpo: steps of the SFT stage (None = half of training.max_steps)
-    sft_stage_steps: Optional[int] = None
-    # sft_then_grpo: demonstrations per SFT-stage step (None = training.demos_per_step); a larger batch lets a
-    # short SFT stage see as many demonstrations as a one-stage run sees over all its steps
-    sft_stage_demos_per_step: Optional[int] = None
+    luffy_gamma: float = option(0.1, "LUFFY's shaping `f(p) = p / (p + gamma)` for expert tokens in a group")
+    # sft_then_grpo
+    sft_stage_steps: Optional[int] = option(
+        None, "`sft_then_grpo`: steps of the SFT stage; null: half of `training.max_steps`")
+    sft_stage_demos_per_step: Optional[int] = option(
+        None,
+        "`sft_then_grpo`: demonstrations per step of the SFT stage; a short SFT stage with a larger batch can see as "
+        "many demonstrations as a one-stage run sees over all its steps (the reproduction's split: docs/results.md); "
+        "null: `training.demos_per_step`")
 
 
 @dataclass
 class TrainingConfig:
-    output_dir: str = "runs/uniapl"
-    max_steps: int = 20
-    prompts_per_step: int = 4  # B_P
-    demos_per_step: int = 4  # B_E
-    # rows (rollouts + demonstrations) per forward/backward pass; gradients add up over the step's
-    # micro-batches, so the update is the same and activation memory is smaller (None = all rows at once)
-    micro_batch_size: Optional[int] = None
-    # rows with the same prompt (a prompt's rollouts, its LUFFY member, its paired demonstration) forward it once
-    # per pass and share its KV cache, gradients included; off, or with gradient checkpointing, each row forwards it
-    share_prompt_prefix: bool = True
-    learning_rate: float = 1e-6
-    weight_decay: float = 0.0
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_epsilon: float = 1e-8
-    lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
-    warmup_steps: int = 0
-    max_grad_norm: float = 1.0
-    seed: int = 42
-    save_steps: int = 0  # 0 = only the final model
-    save_total_limit: int = 2
-    # an update whose loss or gradient norm is not finite is skipped (the weights stay finite); this many
-    # skipped in a row stop the run, since the next ones would most likely be skipped too
-    max_consecutive_skipped_updates: int = 3
-    # a fresh start (no resume) in an output_dir that holds a run is refused unless this is set
-    overwrite_output_dir: bool = False
-    tensorboard: bool = True
-    progress: bool = True
+    output_dir: str = option("runs/uniapl", "`config.yaml`, `metrics.jsonl`, `tensorboard/`, `checkpoints/`, `final/`")
+    max_steps: int = option(
+        20,
+        "steps, all stages together. A step is one generation round: `B_P x G` rollouts and `B_E` demonstrations, "
+        "then `algorithm.num_iterations` optimizer updates on that batch. Every other `*_steps` field counts the same "
+        "steps")
+    prompts_per_step: int = option(4, "`B_P`, prompts per step (global, split across processes)")
+    demos_per_step: int = option(4, "`B_E`, demonstrations per step (global, split across processes)")
+    micro_batch_size: Optional[int] = option(
+        None,
+        "rows (rollouts and demonstrations, per process) in each forward/backward pass; the gradients of a step's "
+        "micro-batches add up, each normalized by the whole step's token and sequence counts, so the update equals the "
+        "one-pass update (tested) with less activation memory. With the head discriminator, rollouts that take several "
+        "micro-batches cost one extra no-grad forward of those passes, which pools the hidden states that the "
+        "adversarial reward needs before any loss (one micro-batch that holds them all gives them in its own pass). "
+        "null: all rows at once")
+    share_prompt_prefix: bool = option(
+        True,
+        "rows with the same prompt in a pass (a prompt's `G` rollouts, LUFFY's expert member, the paired "
+        "demonstration) forward that prompt once and attend to its KV cache, with gradients through it; loss and "
+        "gradients equal the per-row passes (tested). Used where every layer of the model is full attention, and not "
+        "with `model.gradient_checkpointing` (the recomputed layers cannot keep the cache); micro-batches keep a "
+        "prompt's rows together. false: each row forwards its prompt")
+    learning_rate: float = option(1e-6, "AdamW's learning rate")
+    weight_decay: float = option(0.0, "AdamW's weight decay")
+    adam_beta1: float = option(0.9, "AdamW's beta1")
+    adam_beta2: float = option(0.999, "AdamW's beta2")
+    adam_epsilon: float = option(1e-8, "AdamW's epsilon")
+    lr_scheduler: Literal["constant", "linear", "cosine"] = option(
+        "constant",
+        "`constant`, `linear` or `cosine` decay after a linear warm-up of `warmup_steps` steps. The schedule advances "
+        "once per optimizer update, and spans each stage's `steps x num_iterations` updates, so the last update of a "
+        "stage still has a learning rate above 0 (`linear`, `cosine`)")
+    warmup_steps: int = option(0, "steps of the learning rate's linear warm-up, before `lr_scheduler`'s decay")
+    max_grad_norm: float = option(1.0, "gradient clipping")
+    seed: int = option(42, "data order, sampling and initialization")
+    save_steps: int = option(0, "checkpoint every N steps (0: only the final model)")
+    save_total_limit: int = option(2, "checkpoints to keep, the newest N")
+    max_consecutive_skipped_updates: int = option(
+        3, "an update whose gradient norm is NaN or inf is skipped, so the weights stay finite; this many skipped in a "
+        "row stop the run ([reliability.md](reliability.md))")
+    overwrite_output_dir: bool = option(
+        False, "a fresh start (no `--resume`) in an `output_dir` that already holds a run (checkpoints, `final/`, "
+        "logged steps) is refused, so nothing saved is lost; true starts it over")
+    tensorboard: bool = option(True, "TensorBoard events")
+    progress: bool = option(True, "the progress bar")
 
 
 @dataclass

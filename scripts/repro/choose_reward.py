@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from uniapl.generation import SamplingParams, encode_prompts, generate, sequence_seed
 from uniapl.ifeval.prompts import load_constraint_rows
 from uniapl.models import load_model_and_tokenizer
 from uniapl.rewards import resolve_reward
-from uniapl.train.rollout import SamplingParams, encode_prompts, generate, sequence_seed
 
 
 def main() -> None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import argparse
 
+from uniapl.examples import load_examples
+from uniapl.generation import encode_prompts
 from uniapl.models import load_model_and_tokenizer
-from uniapl.train.examples import load_examples
-from uniapl.train.rollout import encode_prompts
 from uniapl.train.sequences import completion_logprobs
 
 

@@ -6,17 +6,12 @@ from typing import Callable
 
 import torch
 
+from uniapl.algorithms.registry import registrar
+
 ADVANTAGE_EPS = 1e-4
 AdvantageFn = Callable[[torch.Tensor, int], torch.Tensor]
 ADVANTAGES: dict[str, AdvantageFn] = {}
-
-
-def register_advantage(name: str):
-    def decorator(fn: AdvantageFn) -> AdvantageFn:
-        ADVANTAGES[name] = fn
-        return fn
-
-    return decorator
+register_advantage = registrar(ADVANTAGES)
 
 
 def _grouped(rewards: torch.Tensor, group_size: int) -> torch.Tensor:

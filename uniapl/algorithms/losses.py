@@ -1,6 +1,7 @@
 """Policy losses: clipped GRPO, the expert SFT NLL, the k3 KL and LUFFY's off-policy shaping.
 
-Per-token functions return [B, T] tensors; aggregations turn them into a scalar, registered by name.
+Per-token functions return [B, T] tensors; aggregations turn them into a scalar. Aggregations and SFT token
+weightings are registered by name, the names `algorithm.loss_aggregation` and `algorithm.sft_token_weighting` allow.
 Masks are 0/1 float tensors of the same shape.
 """
 
@@ -10,6 +11,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+
+from uniapl.algorithms.registry import registrar
 
 
 @dataclass
@@ -44,14 +47,30 @@ def shaped_off_policy_loss(logp: torch.Tensor, advantages: torch.Tensor, gamma: 
     return -(p / (p + gamma)) * advantages[:, None]
 
 
+# ---- SFT token weighting: the demonstrations' log-probs -> per-token NLL ------------------------
+SftWeightingFn = Callable[[torch.Tensor], torch.Tensor]
+SFT_TOKEN_WEIGHTINGS: dict[str, SftWeightingFn] = {}
+register_sft_token_weighting = registrar(SFT_TOKEN_WEIGHTINGS)
+
+
+@register_sft_token_weighting("none")
+def plain_nll(logp: torch.Tensor) -> torch.Tensor:
+    return -logp
+
+
+@register_sft_token_weighting("chord_phi")
+def chord_phi_nll(logp: torch.Tensor) -> torch.Tensor:
+    """CHORD-phi: each token weighted by p(1 - p), detached, which keeps the tokens the policy is unsure of and mutes
+    those it already gets right or finds far-fetched."""
+    p = torch.exp(logp.detach())
+    return -(p * (1.0 - p)) * logp
+
+
 def sft_token_nll(logp: torch.Tensor, weighting: str = "none") -> torch.Tensor:
-    """Per-token NLL of the demonstrations. 'chord_phi' weights each token by p(1 - p) (CHORD-phi), detached."""
-    if weighting == "none":
-        return -logp
-    if weighting == "chord_phi":
-        p = torch.exp(logp.detach())
-        return -(p * (1.0 - p)) * logp
-    raise ValueError(f"unknown SFT token weighting '{weighting}'")
+    """Per-token NLL of the demonstrations, weighted as `weighting` names (SFT_TOKEN_WEIGHTINGS)."""
+    if weighting not in SFT_TOKEN_WEIGHTINGS:
+        raise ValueError(f"unknown SFT token weighting '{weighting}'")
+    return SFT_TOKEN_WEIGHTINGS[weighting](logp)
 
 
 def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
@@ -65,14 +84,7 @@ def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
 # so that a shard's loss is its share of the global mean. They default to this shard's counts.
 AggregateFn = Callable[..., torch.Tensor]
 AGGREGATIONS: dict[str, AggregateFn] = {}
-
-
-def register_aggregation(name: str):
-    def decorator(fn: AggregateFn) -> AggregateFn:
-        AGGREGATIONS[name] = fn
-        return fn
-
-    return decorator
+register_aggregation = registrar(AGGREGATIONS)
 
 
 @register_aggregation("token_mean")

@@ -30,3 +30,6 @@ PRESETS: dict[str, Components] = {
 
 # algorithms that run as stages, each a preset, the second starting from the first's final weights
 STAGED: dict[str, tuple[str, str]] = {"sft_then_grpo": ("sft", "grpo")}
+
+# every value of `algorithm.name`
+ALGORITHM_NAMES: tuple[str, ...] = (*PRESETS, *STAGED)

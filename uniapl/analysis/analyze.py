@@ -22,10 +22,10 @@ from pathlib import Path
 from uniapl.analysis.distributions import compare_samples
 from uniapl.analysis.expert_rows import ExpertExample, load_expert_examples
 from uniapl.config import flatten
-from uniapl.io import read_json, write_json_atomic, write_jsonl_atomic
 from uniapl.errors import UniaplError
+from uniapl.generation import SamplingParams, encode_prompts, generate, sequence_seed
+from uniapl.io import read_json, write_json_atomic, write_jsonl_atomic
 from uniapl.rewards import WeightedReward, call_reward, resolve_reward
-from uniapl.train.rollout import SamplingParams, encode_prompts, generate, sequence_seed
 
 ANALYSIS_JSON = "analysis.json"
 LENGTH_PNG = "length_hist.png"
@@ -101,8 +101,8 @@ def analyze_model(model_name: str, expert_file: str | Path, out_dir: str | Path,
     """Sample the policy on held-out prompts, score both sides, and write the samples, the PNGs and, last, analysis.json."""
     from uniapl.analysis.plots import overlaid_histogram
     from uniapl.models import load_model_and_tokenizer
-    from uniapl.train.sequences import completion_logprobs
     from uniapl.textstats import degeneration_summary
+    from uniapl.train.sequences import completion_logprobs
 
     saved = saved_analysis(model_name, expert_file, out_dir, prompts_file, settings)
     if saved is not None:

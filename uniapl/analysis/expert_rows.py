@@ -1,4 +1,4 @@
-"""Held-out prompts with expert demonstrations, in any row format `uniapl.train.examples` reads.
+"""Held-out prompts with expert demonstrations, in any row format `uniapl.examples` reads.
 
 Rows without a demonstration (unsolved prompts) are left out, because there is nothing to compare.
 """
@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from uniapl.train.examples import Example, load_examples
 from uniapl.errors import DataError
+from uniapl.examples import Example, load_examples
 
 
 @dataclass

@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from uniapl import metric_names as M
 from uniapl.analysis import DEFAULT_SMOOTHING_WINDOW
 from uniapl.analysis.analyze import ANALYSIS_JSON, LENGTH_PNG, LOGPROB_PNG
 from uniapl.analysis.distributions import mean_and_standard_error
 from uniapl.analysis.plots import CurveFigure, CurveLine, Series, curve_figure
-from uniapl.io import read_json, read_jsonl
 from uniapl.config import flatten, load_yaml
 from uniapl.errors import UniaplError
-from uniapl.train import metric_names as M
+from uniapl.io import read_json, read_jsonl
 
 MISSING = "missing"
 ABSENT = "—"  # a config key one run does not have

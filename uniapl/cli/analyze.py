@@ -33,8 +33,8 @@ def run(args: argparse.Namespace) -> int:
     from uniapl.analysis.analyze import AnalysisSettings, analyze_model, default_out_dir, saved_analysis
     from uniapl.analysis.report import format_number
     from uniapl.errors import UniaplError
+    from uniapl.generation import SamplingParams
     from uniapl.io import check_output_folder
-    from uniapl.train.rollout import SamplingParams
 
     require_at_least(args, limit=1, batch_size=1, max_new_tokens=1)
     if not args.temperature > 0:

@@ -60,8 +60,8 @@ def run(args) -> int:
 def run_attach(args) -> int:
     from uniapl.datatools.teach import attach_demonstrations
     from uniapl.errors import DataError
+    from uniapl.examples import text_or_messages
     from uniapl.io import check_output_file, jsonl_rows, write_jsonl_atomic
-    from uniapl.train.examples import text_or_messages
 
     check_output_file(args.out, "--out")
     for path in args.demos:

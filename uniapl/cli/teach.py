@@ -48,8 +48,8 @@ def run(args) -> int:
     from uniapl.datatools.quality import FUNNEL, QualityRules
     from uniapl.datatools.teach import Sampling, make_teacher, teach
     from uniapl.errors import UniaplError
+    from uniapl.generation import SamplingParams
     from uniapl.io import check_output_file
-    from uniapl.train.rollout import SamplingParams
 
     require_at_least(args, samples=1, round_size=1, enough=1, max_new_tokens=1, min_words=0, retries=0, concurrency=1,
                      batch_size=1, limit=1, start=0)

@@ -33,8 +33,8 @@ from uniapl.io import append_jsonl, read_jsonl, read_resumable_jsonl, write_json
 from uniapl.datatools.quality import FUNNEL, NUMBER_WORDS, QualityRules, judge, loop_is_certain, passes
 from uniapl.datatools.repair import repair
 from uniapl.errors import UniaplError
+from uniapl.generation import SamplingParams, encode_prompts, generate, sequence_seed
 from uniapl.ifeval.prompts import load_constraint_rows
-from uniapl.train.rollout import SamplingParams, encode_prompts, generate, sequence_seed
 
 # outcome of a prompt: a sample passed, a repaired sample passed (only with repair on), none did, or
 # the endpoint refused every request for it

@@ -70,8 +70,8 @@ def _generate_missing(model: str, docs: list[dict], out_dir: Path, batch_size: i
 
 def _model_responder(model_name: str, dtype: str, max_new_tokens: int):
     """Greedy answers through the chat template, as lm-eval generates for IFEval."""
+    from uniapl.generation import SamplingParams, encode_prompts, generate
     from uniapl.models import load_model_and_tokenizer
-    from uniapl.train.rollout import SamplingParams, encode_prompts, generate
 
     model, tokenizer = load_model_and_tokenizer(model_name, dtype)
     params = SamplingParams(do_sample=False, max_new_tokens=max_new_tokens)

@@ -1,1 +1,1 @@
-"""Orchestration: the trainer loop, the rollout engine, the batch layout, checkpoints and the trainable discriminators."""
+"""Orchestration: the trainer loop, the batch layout, checkpoints and the trainable discriminators."""

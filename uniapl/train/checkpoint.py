@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from uniapl.errors import IntegrityError, UniaplError, UniaplWarning
+from uniapl.errors import IntegrityError, UniaplWarning
 from uniapl.io import read_json, read_text, remove_staging_leftovers, verify_manifest, write_folder_atomically, write_text_atomic
 
 LATEST = "latest"

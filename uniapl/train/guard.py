@@ -11,7 +11,6 @@ import math
 import warnings
 
 from uniapl.errors import UniaplError, UniaplWarning
-from uniapl.train import metric_names as M
 
 
 class FiniteUpdateGuard:
@@ -19,14 +18,12 @@ class FiniteUpdateGuard:
         self.limit = limit  # training.max_consecutive_skipped_updates
         self.in_a_row = 0
 
-    def allows_update(self, step: int, grad_norm: float, losses: dict[str, float], metrics: dict) -> bool:
-        """Whether to apply the update; counts a skip in `metrics`, and raises once `limit` are skipped in a row."""
-        metrics.setdefault(M.SKIPPED_UPDATES, 0)
+    def allows_update(self, step: int, grad_norm: float, losses: dict[str, float]) -> bool:
+        """Whether to apply the update; raises once `limit` updates in a row are skipped."""
         if math.isfinite(grad_norm):
             self.in_a_row = 0
             return True
         self.in_a_row += 1
-        metrics[M.SKIPPED_UPDATES] += 1
         values = ", ".join(f"{name}={value}" for name, value in {"grad_norm": grad_norm, **losses}.items())
         if self.in_a_row >= self.limit:
             raise UniaplError(

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from uniapl.algorithms.adversarial import mean_pool
+from uniapl.generation.positions import position_ids
 from uniapl.train.lm_head import chunked_token_logprobs, head_is_last, headless, unwrapped
 from uniapl.train.sharding import is_sharded
 
@@ -34,7 +35,7 @@ class SequenceBatch:
 
     @property
     def position_ids(self) -> torch.Tensor:
-        return torch.clamp(self.attention_mask.cumsum(-1) - 1, min=0)
+        return position_ids(self.attention_mask)
 
     def select(self, rows: torch.Tensor) -> "SequenceBatch":
         """A subset of the rows, with the same widths (a micro-batch)."""
@@ -134,14 +135,14 @@ def _prefix_shared_hidden(model, batch: SequenceBatch) -> torch.Tensor:
     prompt_ids = batch.input_ids[first_row, : batch.prompt_width]
     prompt_mask = batch.attention_mask[first_row, : batch.prompt_width]
     cache = DynamicCache(config=unwrapped(model).config)
-    last_prompt_hidden = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=torch.clamp(prompt_mask.cumsum(-1) - 1, min=0),
+    last_prompt_hidden = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids(prompt_mask),
                                cache=cache, use_cache=True, logits_to_keep=1).logits
     cache.batch_select_indices(row_prompt)
     completion_width = batch.completion_mask.shape[1]
     prompt_length = prompt_mask.sum(-1)[row_prompt]
-    position_ids = prompt_length[:, None] + torch.arange(completion_width, device=prompt_length.device)
+    completion_positions = prompt_length[:, None] + torch.arange(completion_width, device=prompt_length.device)
     attention_mask = torch.cat([prompt_mask[row_prompt], batch.attention_mask[:, batch.prompt_width :]], dim=1)
-    completion_hidden = model(input_ids=batch.completion_ids, attention_mask=attention_mask, position_ids=position_ids,
+    completion_hidden = model(input_ids=batch.completion_ids, attention_mask=attention_mask, position_ids=completion_positions,
                               cache=cache, use_cache=True, logits_to_keep=completion_width).logits
     return torch.cat([last_prompt_hidden[row_prompt], completion_hidden], dim=1)
 
