@@ -28,7 +28,7 @@ from uniapl.config import AlgorithmConfig, UniAPLConfig
 from uniapl.generation import Completion, SamplingParams, encode_prompts, sequence_seed
 from uniapl.rewards import WeightedReward, score
 from uniapl.train.batch import DEMO, EXPERT_MEMBER, ROLLOUT, BatchLayout, RolloutStats, StepRows, TrainRow
-from uniapl.train.data import Demonstration, Stream
+from uniapl.train.data import Stream
 from uniapl.train.discriminators import Discriminator, DiscriminatorUpdate
 from uniapl.train.groups import ExpertMember, GroupMember
 from uniapl.train.guard import FiniteUpdateGuard
@@ -53,12 +53,13 @@ class LossStats:
 
 @dataclass
 class AdversarialScores:
-    """The discriminator's view of the step: its logits on the RL rows, read before the update, and the reward
-    they make."""
+    """The discriminator's view of the step: its logits on the RL rows, read before the update, and the rewards
+    r_adv = clip(logit, -c, c) they make."""
 
     policy_logits: torch.Tensor
     member_logits: torch.Tensor  # LUFFY's expert members
-    r_adv_mean: float
+    policy_rewards: torch.Tensor
+    member_rewards: torch.Tensor
     alpha: float
 
 
@@ -100,7 +101,7 @@ class StepOutput:
         if self.disc_accuracy is not None:
             out[M.DISC_ACC_EXPERT], out[M.DISC_ACC_POLICY] = self.disc_accuracy
         if self.adversarial is not None:
-            out[M.ADV_REWARD_MEAN], out[M.ADV_ALPHA] = self.adversarial.r_adv_mean, self.adversarial.alpha
+            out[M.ADV_REWARD_MEAN], out[M.ADV_ALPHA] = self.adversarial.policy_rewards.mean().item(), self.adversarial.alpha
         if self.weights is not None:
             out[M.LAMBDA], out[M.EPSILON] = self.weights.sft, self.epsilon
         if self.disc_update is not None:
@@ -223,8 +224,7 @@ class StepContext:
     tokenizer: object
     rewards: list[WeightedReward]
     prompts: Stream
-    demos: Stream
-    demonstrations: list[Demonstration]
+    demos: Stream  # of Demonstration
     multiplier: Multiplier
     discriminator: Discriminator | None
     guard: FiniteUpdateGuard
@@ -242,7 +242,7 @@ class TrainingStep:
         cfg = context.config
         self.context, self.comps, self.stage_steps = context, comps, stage_steps
         self.demos_per_step = cfg.demos_per_step(stage_index)
-        self.member = (ExpertMember({d.example.prompt_key(): d.completion_ids for d in context.demonstrations}, cfg.algorithm.luffy_gamma)
+        self.member = (ExpertMember({d.example.prompt_key(): d.completion_ids for d in context.demos.items}, cfg.algorithm.luffy_gamma)
                        if comps.expert_in_group else GroupMember())
         # the adversarial reward enters the advantages, so it runs with RL only
         self.discriminator = context.discriminator if comps.use_adversarial and comps.use_rl else None
@@ -382,7 +382,8 @@ class TrainingStep:
         policy_logits = d.score(layout, first.pooled, layout.on_policy)
         member_logits = d.score(layout, first.pooled, layout.expert_members)
         alpha = adversarial_weight(state.stage_step, a.alpha_adv, a.discriminator.warmup_steps, a.alpha_adv_warmup_steps)
-        return AdversarialScores(policy_logits, member_logits, adversarial_reward(policy_logits, a.adv_clip).mean().item(), alpha)
+        return AdversarialScores(policy_logits, member_logits, adversarial_reward(policy_logits, a.adv_clip).cpu(),
+                                 adversarial_reward(member_logits, a.adv_clip).cpu(), alpha)
 
     def advantages(self, task_rewards: torch.Tensor, layout: BatchLayout, adversarial: AdversarialScores | None) -> torch.Tensor:
         """Per-row advantages, 0 on demonstrations."""
@@ -392,9 +393,7 @@ class TrainingStep:
             return advantages
         adv_rewards, alpha = torch.zeros_like(task_rewards), 0.0
         if adversarial is not None:
-            clip = a.adv_clip
-            adv_rewards = self.member.adversarial_rewards(adversarial_reward(adversarial.policy_logits, clip).cpu(),
-                                                          adversarial_reward(adversarial.member_logits, clip).cpu(), r.num_generations)
+            adv_rewards = self.member.adversarial_rewards(adversarial.policy_rewards, adversarial.member_rewards, r.num_generations)
             alpha = adversarial.alpha
         advantages[layout.rl] = combined_advantages(task_rewards, adv_rewards, alpha, r.num_generations + self.member.size,
                                                     a.advantage, a.normalize_rewards_separately).to(self.context.device)

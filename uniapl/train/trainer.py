@@ -109,7 +109,7 @@ class UniAPLTrainer:
         return StepContext(
             config=self.config, models=self.models, tokenizer=self.tokenizer, rewards=self.rewards,
             prompts=Stream(self.prompts, seed * 1000 + 1, process, processes),
-            demos=Stream(self.demos, seed * 1000 + 2, process, processes), demonstrations=self.demos,
+            demos=Stream(self.demos, seed * 1000 + 2, process, processes),
             multiplier=self.multiplier, discriminator=self.discriminator, guard=self.guard, global_sum=self._global_sum,
             gather=self.accelerator.gather, backward=self.accelerator.backward, device=self.accelerator.device, processes=processes,
         )
