@@ -122,10 +122,10 @@ def test_normalize_separately_changes_the_sign():
     task, adversarial = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 4.0])
     # together: r~ = [1, 0] + 0.5 x [0, 4] = [1, 2]; mean 1.5, std sqrt(0.5) -> [-0.5, 0.5] / (sqrt(0.5) + eps)
     together = 0.5 / (math.sqrt(0.5) + EPS)
-    close(adv_lib.combined_advantages(task, adversarial, 0.5, 2), [-together, together])
+    close(adv_lib.combined_advantages([(task, 1.0), (adversarial, 0.5)], 2), [-together, together])
     # separately: task -> +-0.5 / (sqrt(0.5) + eps); r_adv [0, 4]: mean 2, std sqrt(8) -> -+2 / (sqrt(8) + eps), times 0.5
     first = 0.5 / (math.sqrt(0.5) + EPS) - 0.5 * 2 / (math.sqrt(8) + EPS)
-    close(adv_lib.combined_advantages(task, adversarial, 0.5, 2, normalize_separately=True), [first, -first])
+    close(adv_lib.combined_advantages([(task, 1.0), (adversarial, 0.5)], 2, normalize_separately=True), [first, -first])
 
 
 # ---- k3 KL and SFT NLL ---------------------------------------------------------------------------

@@ -113,9 +113,13 @@ def test_auto_dtype_picks_bf16_only_where_it_is_faster(flags, speedup, picks_bf1
 
 
 def test_bf16_timing_is_a_ratio_of_real_matmuls():
+    import math
+
     from uniapl.models import bf16_matmul_speedup
 
-    assert 0.05 < bf16_matmul_speedup(size=128, repeats=2) < 20
+    # a ratio of two measured times: positive and finite; its size depends on the CPU and on what else runs
+    speedup = bf16_matmul_speedup(size=128, repeats=2)
+    assert speedup > 0 and math.isfinite(speedup)
 
 
 def test_cli_prints_our_warnings_on_one_line(tiny_model, monkeypatch, tmp_path):

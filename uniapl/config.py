@@ -1,7 +1,7 @@
 """Typed, validated configuration: YAML files plus `--set a.b=c` overrides.
 
 Every choice of the method (../docs/config.md) is a field here. Component switches of the algorithm
-(`use_rl`, `use_sft`, `lambda_mode`, `use_adversarial`, `expert_in_group`) default to None, which
+(`use_rl`, `use_sft`, `lambda_mode`, `use_adversarial`, `expert_in_group`, `use_anchor`, `use_task_reward`) default to None, which
 means "as the algorithm's preset says"; setting one explicitly overrides the preset.
 
 Each field's help (`option`) is the text of docs/config.md's tables. `algorithm.name` allows the names of the
@@ -140,10 +140,34 @@ class DiscriminatorConfig:
 
 
 @dataclass
+class AnchorConfig:
+    path: Optional[str] = option(
+        None, "the folder of a discriminator trained by `uniapl discriminator train` ([aapa.md](aapa.md)); required where "
+        "a stage uses the anchoring term. It is loaded frozen (eval mode, no gradients, no optimizer), and a run resumes "
+        "only with the same folder contents (its manifest's checksum is kept in each checkpoint)")
+    variant: Optional[Literal["minilm", "policy", "ngram"]] = option(
+        None, "the variant the folder must hold (an error names both where it holds another); null: whichever it holds")
+    encoder: Optional[str] = option(
+        None, "where its encoder loads from: null for the variant's own (`minilm`: the built-in all-MiniLM-L6-v2; "
+        "`policy`: this run's `model.name`, the start policy). Its tokenizer and weights must be the ones it was trained "
+        "with (checked by fingerprint; an error names both)")
+    weight: float = option(
+        0.1, "`alpha_anchor`: the anchoring reward's weight in `r~ = r + alpha_anchor * a`, added before the group "
+        "normalization (under `grpo` advantages with `a` alone, as in `sft_aapa`, the weight cancels out)")
+    transform: Literal["clip", "log_sigmoid"] = option(
+        "clip", "`a` from the logit `s`: `clip`: `clip(s, -c, c)`; `log_sigmoid`: `max(log sigmoid(s), -c)`, the "
+        "log-probability of expert, which only penalizes")
+    clip: float = option(3.0, "`c` of `transform`")
+    drift_sample: int = option(
+        16, "held-out expert responses of the discriminator's folder scored every step as a drift check "
+        "(`anchor/heldout_expert_score`: it must not move, the discriminator being frozen); 0: none")
+
+
+@dataclass
 class AlgorithmConfig:
     name: Literal[ALGORITHM_NAMES] = option(
-        "uniapl", "the algorithm: a preset of the component switches below, or `sft_then_grpo`, two presets run as "
-        "stages (the table above)")
+        "uniapl", "the algorithm: a preset of the component switches below, or `sft_then_grpo` or `staged_aapa`, two "
+        "presets run as stages (the table above)")
     # component switches
     use_rl: Optional[bool] = preset_switch("GRPO on the policy's own rollouts")
     use_sft: Optional[bool] = preset_switch("the SFT term on the expert demonstrations")
@@ -152,6 +176,9 @@ class AlgorithmConfig:
         "(CHORD's `mu`, a warm-up then a decay, which mixes the terms convexly)")
     use_adversarial: Optional[bool] = preset_switch("the discriminator's reward `r_adv` in the reward")
     expert_in_group: Optional[bool] = preset_switch("LUFFY: the paired demonstration joins its prompt's group")
+    use_anchor: Optional[bool] = preset_switch("AAPA: the fixed discriminator's anchoring reward `a` in the reward (`anchor`)")
+    use_task_reward: Optional[bool] = preset_switch(
+        "the reward functions' score in the reward; off, GRPO's reward is the anchoring reward alone (AAPA's SFT)")
     # GRPO
     eps_low: float = option(0.2, "lower clip range of the ratio: `clip(rho, 1 - eps_low, 1 + eps_high)`")
     eps_high: float = option(
@@ -196,14 +223,17 @@ class AlgorithmConfig:
     adv_clip: float = option(3.0, "`r_adv = clip(s, -c, c)`")
     discriminator: DiscriminatorConfig = field(
         default_factory=DiscriminatorConfig, metadata={"help": "the classifier of expert against policy that scores `r_adv`"})
+    # AAPA's anchoring reward
+    anchor: AnchorConfig = field(
+        default_factory=AnchorConfig, metadata={"help": "AAPA's fixed discriminator and its anchoring reward `a`"})
     # expert in the group (LUFFY)
     luffy_gamma: float = option(0.1, "LUFFY's shaping `f(p) = p / (p + gamma)` for expert tokens in a group")
-    # sft_then_grpo
+    # staged algorithms: sft_then_grpo, staged_aapa
     sft_stage_steps: Optional[int] = option(
-        None, "`sft_then_grpo`: steps of the SFT stage; null: half of `training.max_steps`")
+        None, "`sft_then_grpo`, `staged_aapa`: steps of the SFT stage; null: half of `training.max_steps`")
     sft_stage_demos_per_step: Optional[int] = option(
         None,
-        "`sft_then_grpo`: demonstrations per step of the SFT stage; a short SFT stage with a larger batch can see as "
+        "`sft_then_grpo`, `staged_aapa`: demonstrations per step of the SFT stage; a short SFT stage with a larger batch can see as "
         "many demonstrations as a one-stage run sees over all its steps (the reproduction's split: docs/results.md); "
         "null: `training.demos_per_step`")
 
@@ -321,6 +351,12 @@ class UniAPLConfig:
     def runs_rl(self) -> bool:
         return any(self.components(stage).use_rl for stage, _ in self.stages())
 
+    def needs_task_reward(self) -> bool:
+        return any(c.use_rl and c.use_task_reward for c in (self.components(stage) for stage, _ in self.stages()))
+
+    def uses_anchor(self) -> bool:
+        return any(self.components(stage).use_anchor for stage, _ in self.stages())
+
     def validate(self) -> None:
         def check(ok: bool, field_name: str, message: str) -> None:
             if not ok:
@@ -377,6 +413,13 @@ class UniAPLConfig:
         check(a.alpha_adv_warmup_steps >= 0, "algorithm.alpha_adv_warmup_steps", "must be >= 0")
         check(a.adv_clip > 0, "algorithm.adv_clip", "must be > 0")
         check(a.luffy_gamma > 0, "algorithm.luffy_gamma", "must be > 0")
+        anchor = a.anchor
+        check(anchor.weight >= 0, "algorithm.anchor.weight", f"must be >= 0, got {anchor.weight}")
+        check(anchor.clip > 0, "algorithm.anchor.clip", f"must be > 0, got {anchor.clip}")
+        check(anchor.drift_sample >= 0, "algorithm.anchor.drift_sample", f"must be >= 0 (0: no drift check), got {anchor.drift_sample}")
+        check(bool(anchor.path) or not self.uses_anchor(), "algorithm.anchor.path",
+              f"algorithm '{a.name}' adds AAPA's anchoring reward and needs the folder of a discriminator trained with "
+              f"`uniapl discriminator train` (docs/aapa.md)")
         check(d.width >= 1, "algorithm.discriminator.width", f"must be >= 1, got {d.width}")
         check(d.learning_rate > 0, "algorithm.discriminator.learning_rate", "must be > 0")
         check(d.steps_per_update >= 1, "algorithm.discriminator.steps_per_update", "must be >= 1")

@@ -44,6 +44,12 @@ DISC_SKIPPED = "disc/skipped"
 ADV_REWARD_MEAN = "adv/r_adv_mean"
 ADV_ALPHA = "adv/alpha"
 
+# AAPA's fixed discriminator and its anchoring reward
+ANCHOR_SCORE_MEAN = "anchor/score_mean"  # its logit, mean over the step's rollouts
+ANCHOR_REWARD_MEAN = "anchor/reward_mean"  # the anchoring reward a = f(logit), mean over the step's rollouts
+ANCHOR_WEIGHT = "anchor/weight"
+ANCHOR_HELDOUT_EXPERT = "anchor/heldout_expert_score"  # the drift check: its mean logit on fixed held-out expert responses
+
 # where a step's time goes, in seconds; training = first pass + backward + optimizer
 TIME_GENERATION = "time/generation"
 TIME_SCORING = "time/scoring"

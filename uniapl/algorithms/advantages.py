@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
@@ -36,19 +36,20 @@ def centered_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
 
 
 def combined_advantages(
-    task_rewards: torch.Tensor,
-    adversarial_rewards: torch.Tensor,
-    alpha_adv: float,
+    terms: Sequence[tuple[torch.Tensor, float]],
     group_size: int,
     method: str = "grpo",
     normalize_separately: bool = False,
 ) -> torch.Tensor:
-    """Advantages of r~ = r + alpha_adv * r_adv, or the sum of the two separately normalized parts.
+    """Advantages of the weighted reward sum r~ = sum_k w_k r_k (the task reward, v1's r_adv, AAPA's anchoring
+    reward), or the weighted sum of each term's own advantages.
 
-    Separate normalization keeps a small-variance task reward from being drowned by the
-    discriminator's logits (and the reverse).
+    Separate normalization keeps a small-variance term from being drowned by another's larger spread (the task
+    reward's 0/1 against a discriminator's logits, and the reverse).
     """
+    if not terms:
+        raise ValueError("the advantages need at least one reward term")
     advantage = ADVANTAGES[method]
     if normalize_separately:
-        return advantage(task_rewards, group_size) + alpha_adv * advantage(adversarial_rewards, group_size)
-    return advantage(task_rewards + alpha_adv * adversarial_rewards, group_size)
+        return sum(weight * advantage(rewards, group_size) for rewards, weight in terms)
+    return advantage(sum(weight * rewards for rewards, weight in terms), group_size)

@@ -16,7 +16,7 @@ import warnings
 from uniapl.errors import UniaplError, UniaplWarning
 
 # subcommand modules, in the order `uniapl --help` lists them
-COMMANDS = ["train", "eval", "data", "teach", "analyze", "report", "compare"]
+COMMANDS = ["train", "discriminator", "eval", "data", "teach", "analyze", "report", "compare"]
 
 
 def build_parser() -> argparse.ArgumentParser:

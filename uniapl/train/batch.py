@@ -8,6 +8,7 @@ from typing import Callable
 
 import torch
 
+from uniapl.train.anchor import AnchorScores
 from uniapl.train.sequences import SequenceBatch, pack
 
 ROLLOUT, EXPERT_MEMBER, DEMO = "rollout", "expert_member", "demo"
@@ -26,8 +27,8 @@ class TrainRow:
 class RolloutStats:
     """What the step's rollouts were like: their task rewards (over every process) and lengths."""
 
-    reward_mean: float
-    reward_std: float
+    reward_mean: float | None  # None without reward functions (AAPA's SFT may run on the anchoring reward alone)
+    reward_std: float | None
     reward_by_function: dict[str, float]
     lengths: list[int]
     truncated_frac: float
@@ -41,6 +42,7 @@ class StepRows:
     rows: list[TrainRow]
     task_rewards: torch.Tensor
     rollouts: RolloutStats | None = None
+    anchor: AnchorScores | None = None  # AAPA's discriminator on the rollouts
 
 
 @dataclass

@@ -20,8 +20,8 @@ class GroupMember:
                        on_policy: torch.Tensor) -> torch.Tensor:
         return clipped
 
-    def adversarial_rewards(self, rollout_rewards: torch.Tensor, member_rewards: torch.Tensor, rollouts_per_group: int) -> torch.Tensor:
-        """r_adv of every RL row, in group layout."""
+    def group_rewards(self, rollout_rewards: torch.Tensor, member_rewards: torch.Tensor, rollouts_per_group: int) -> torch.Tensor:
+        """A reward scored apart from the task reward (r_adv, the anchoring reward) of every RL row, in group layout."""
         return rollout_rewards
 
     def max_rl_length(self, max_new_tokens: int, max_demo_length: int) -> int:
@@ -46,7 +46,7 @@ class ExpertMember(GroupMember):
         shaped = losses.shaped_off_policy_loss(logp, advantages, self.gamma)
         return torch.where(on_policy[:, None], clipped, shaped)
 
-    def adversarial_rewards(self, rollout_rewards, member_rewards, rollouts_per_group):
+    def group_rewards(self, rollout_rewards, member_rewards, rollouts_per_group):
         n_groups = len(rollout_rewards) // rollouts_per_group
         return torch.cat([rollout_rewards.view(n_groups, rollouts_per_group), member_rewards[:, None]], dim=1).view(-1)
 

@@ -31,6 +31,8 @@ RESUMABLE_FIELDS = (
     "model.gradient_checkpointing",
     "rollout.batch_size",
     "rollout.engine",
+    # AAPA's discriminator may move: the trainer checks its contents by the checksum each checkpoint records
+    "algorithm.anchor.path",
 )
 
 

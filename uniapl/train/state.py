@@ -25,6 +25,7 @@ class TrainerState:
     multiplier: dict = field(default_factory=dict)  # Multiplier.state_dict()
     scheduler: dict = field(default_factory=dict)
     dtype: str | None = None  # None in checkpoints saved before it was recorded
+    anchor: dict | None = None  # AAPA's discriminator: its folder and manifest checksum (FrozenAnchor.identity)
     rng: dict = field(default_factory=dict)
 
     def save(self, folder: Path) -> None:

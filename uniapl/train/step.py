@@ -2,6 +2,8 @@
 
 rollouts -> layout -> first pass -> advantages -> backward -> optimizer -> dual step -> discriminator.
 
+The rollouts phase also scores them with AAPA's fixed discriminator where a stage adds its anchoring reward.
+
 Each phase returns what the next ones read, and the step returns a typed `StepOutput`, from which the
 metrics are built at the end. The losses, advantages and the dual update are the pure functions of
 uniapl.algorithms; the models, their passes and their optimizer belong to `PolicyModels`.
@@ -26,7 +28,9 @@ from uniapl.algorithms.dual import Multiplier, TermWeights
 from uniapl.algorithms.presets import Components
 from uniapl.config import AlgorithmConfig, UniAPLConfig
 from uniapl.generation import Completion, SamplingParams, encode_prompts, sequence_seed
+from uniapl.ifeval.prompts import prompt_text
 from uniapl.rewards import WeightedReward, score
+from uniapl.train.anchor import AnchorScores, FrozenAnchor
 from uniapl.train.batch import DEMO, EXPERT_MEMBER, ROLLOUT, BatchLayout, RolloutStats, StepRows, TrainRow
 from uniapl.train.data import Stream
 from uniapl.train.discriminators import Discriminator, DiscriminatorUpdate
@@ -77,6 +81,7 @@ class StepOutput:
     grad_norm: float | None = None
     skipped_updates: int = 0
     adversarial: AdversarialScores | None = None
+    anchor: AnchorScores | None = None
     disc_accuracy: tuple[float, float] | None = None  # on expert rows, on policy rows
     disc_update: DiscriminatorUpdate | None = None
     generated_tokens_per_s: float = 0.0
@@ -88,8 +93,9 @@ class StepOutput:
                                  M.TIME_OPTIMIZER: 0.0, **self.timings}
         if self.rollouts is not None:
             r = self.rollouts
-            out.update({M.REWARD_MEAN: r.reward_mean, M.REWARD_STD: r.reward_std,
-                        **{M.reward_of(name): value for name, value in r.reward_by_function.items()},
+            if r.reward_mean is not None:
+                out.update({M.REWARD_MEAN: r.reward_mean, M.REWARD_STD: r.reward_std})
+            out.update({**{M.reward_of(name): value for name, value in r.reward_by_function.items()},
                         M.LENGTH_MEAN: float(np.mean(r.lengths)), M.LENGTH_MIN: float(min(r.lengths)),
                         M.LENGTH_MAX: float(max(r.lengths)), M.TRUNCATED_FRAC: r.truncated_frac})
         out[M.LR] = self.lr
@@ -102,6 +108,12 @@ class StepOutput:
             out[M.DISC_ACC_EXPERT], out[M.DISC_ACC_POLICY] = self.disc_accuracy
         if self.adversarial is not None:
             out[M.ADV_REWARD_MEAN], out[M.ADV_ALPHA] = self.adversarial.policy_rewards.mean().item(), self.adversarial.alpha
+        if self.anchor is not None:
+            a = self.anchor
+            out.update({M.ANCHOR_SCORE_MEAN: a.policy_logits.mean().item(), M.ANCHOR_REWARD_MEAN: a.policy_rewards.mean().item(),
+                        M.ANCHOR_WEIGHT: a.weight})
+            if a.heldout_expert_score is not None:
+                out[M.ANCHOR_HELDOUT_EXPERT] = a.heldout_expert_score
         if self.weights is not None:
             out[M.LAMBDA], out[M.EPSILON] = self.weights.sft, self.epsilon
         if self.disc_update is not None:
@@ -227,6 +239,7 @@ class StepContext:
     demos: Stream  # of Demonstration
     multiplier: Multiplier
     discriminator: Discriminator | None
+    anchor: FrozenAnchor | None  # AAPA's fixed discriminator
     guard: FiniteUpdateGuard
     global_sum: Callable[[float], float]
     gather: Callable[[torch.Tensor], torch.Tensor]
@@ -258,14 +271,14 @@ class TrainingStep:
                          epsilon=cfg.algorithm.epsilon, timings=timings, processes=ctx.processes)
 
         rows = self.rollouts(state, timings)
-        out.rollouts = rows.rollouts
+        out.rollouts, out.anchor = rows.rollouts, rows.anchor
         # sharded processes must run the same passes in step, so they keep one plan that does not depend on lengths
         layout = BatchLayout.build(rows.rows, ctx.tokenizer.pad_token_id, ctx.device, cfg.rollout.temperature,
                                    cfg.training.micro_batch_size, ctx.global_sum, ctx.models.sharding is None)
         first = self.first_pass(layout, timings)
         with timed(timings, M.TIME_FIRST_PASS):
             out.adversarial = self.adversarial_scores(layout, first, state)
-            advantages = self.advantages(rows.task_rewards, layout, out.adversarial)
+            advantages = self.advantages(rows.task_rewards, layout, out.adversarial, out.anchor)
         for iteration in range(cfg.algorithm.num_iterations):
             with timed(timings, M.TIME_BACKWARD):
                 out.losses = self.backward(layout, first, advantages, weights, with_carried=iteration == 0)
@@ -309,9 +322,13 @@ class TrainingStep:
 
         with timed(timings, M.TIME_SCORING):
             members = member.member_ids([p.prompt_key() for p in prompts])
-            scored_examples = [e for e in prompts for _ in range(r.num_generations)] + [p for p in prompts for _ in range(member.size)]
+            rollout_examples = [e for e in prompts for _ in range(r.num_generations)]
+            member_examples = [p for p in prompts for _ in range(member.size)]
             member_completions = [Completion(ids, ctx.tokenizer.decode(ids, skip_special_tokens=True), False) for ids in members]
-            flat_rewards, per_function = self.score(scored_examples, list(completions) + member_completions)
+            flat_rewards, per_function = self.score(rollout_examples + member_examples, list(completions) + member_completions)
+            anchor = None
+            if self.comps.use_anchor:
+                anchor = ctx.anchor.scores(_texts(rollout_examples, completions), _texts(member_examples, member_completions))
 
         n, groups = len(completions), len(prompts)
         task_rewards = torch.cat([flat_rewards[:n].view(groups, r.num_generations), flat_rewards[n:].view(groups, member.size)], dim=1)
@@ -326,9 +343,11 @@ class TrainingStep:
             valid = [v for v in values[:n] if v is not None]
             if valid:
                 by_function[name] = float(np.mean(valid))
-        stats = RolloutStats(all_rewards.mean().item(), all_rewards.std().item() if len(all_rewards) > 1 else 0.0, by_function,
+        rewarded = bool(ctx.rewards)
+        stats = RolloutStats(all_rewards.mean().item() if rewarded else None,
+                             (all_rewards.std().item() if len(all_rewards) > 1 else 0.0) if rewarded else None, by_function,
                              [len(c.completion_ids) for c in completions], float(np.mean([c.truncated for c in completions])))
-        return StepRows(rows, task_rewards.reshape(-1), stats)
+        return StepRows(rows, task_rewards.reshape(-1), stats, anchor)
 
     def prompt_ids(self, examples) -> list[list[int]]:
         return encode_prompts(self.context.tokenizer, [e.prompt for e in examples], self.context.config.data.max_prompt_length)
@@ -385,18 +404,22 @@ class TrainingStep:
         return AdversarialScores(policy_logits, member_logits, adversarial_reward(policy_logits, a.adv_clip).cpu(),
                                  adversarial_reward(member_logits, a.adv_clip).cpu(), alpha)
 
-    def advantages(self, task_rewards: torch.Tensor, layout: BatchLayout, adversarial: AdversarialScores | None) -> torch.Tensor:
-        """Per-row advantages, 0 on demonstrations."""
+    def advantages(self, task_rewards: torch.Tensor, layout: BatchLayout, adversarial: AdversarialScores | None,
+                   anchor: AnchorScores | None) -> torch.Tensor:
+        """Per-row advantages of r~ = r + alpha_adv * r_adv + alpha_anchor * a (each term where the stage has it), 0 on
+        demonstrations."""
         a, r = self.context.config.algorithm, self.context.config.rollout
         advantages = torch.zeros(len(layout.rl), device=self.context.device)
         if not self.comps.use_rl:
             return advantages
-        adv_rewards, alpha = torch.zeros_like(task_rewards), 0.0
+        terms = [(task_rewards, 1.0)] if self.comps.use_task_reward else []
+        grouped = lambda scores: self.member.group_rewards(scores.policy_rewards, scores.member_rewards, r.num_generations)  # noqa: E731
         if adversarial is not None:
-            adv_rewards = self.member.adversarial_rewards(adversarial.policy_rewards, adversarial.member_rewards, r.num_generations)
-            alpha = adversarial.alpha
-        advantages[layout.rl] = combined_advantages(task_rewards, adv_rewards, alpha, r.num_generations + self.member.size,
-                                                    a.advantage, a.normalize_rewards_separately).to(self.context.device)
+            terms.append((grouped(adversarial), adversarial.alpha))
+        if anchor is not None:
+            terms.append((grouped(anchor), anchor.weight))
+        advantages[layout.rl] = combined_advantages(terms, r.num_generations + self.member.size, a.advantage,
+                                                    a.normalize_rewards_separately).to(self.context.device)
         return advantages
 
     # ---- 5. backward: every micro-batch's share of the loss ---------------------------------------
@@ -443,6 +466,11 @@ class TrainingStep:
         demo_logits = d.score(layout, first.pooled, layout.demo)
         acc = accuracy(torch.cat([adversarial.member_logits, demo_logits]), adversarial.policy_logits)
         return acc, d.update(d.inputs(layout, first.pooled))
+
+
+def _texts(examples, completions: list[Completion]) -> tuple[list[str], list[str]]:
+    """(the user's text of each prompt, each response): what AAPA's discriminator reads."""
+    return [prompt_text(e.prompt) for e in examples], [c.text for c in completions]
 
 
 @contextlib.contextmanager

@@ -36,6 +36,7 @@ from uniapl.train.data import Stream, load_training_data
 from uniapl.train.discriminators import Discriminator, build_discriminator
 from uniapl.train.guard import FiniteUpdateGuard
 from uniapl.train.metrics import MetricsLogger
+from uniapl.train.anchor import FrozenAnchor
 from uniapl.train.policy import PolicyModels
 from uniapl.train.resume import check_resume_config
 from uniapl.train.state import TrainerState
@@ -80,8 +81,12 @@ class UniAPLTrainer:
         self.prompts, self.demos = load_training_data(cfg, self.tokenizer, train_dataset, expert_dataset,
                                                       warn=self.accelerator.is_main_process)
         self.rewards = self._load_rewards(reward_funcs)
-        if cfg.runs_rl() and not self.rewards:
-            raise ConfigError(f"rewards: algorithm '{cfg.algorithm.name}' runs RL and needs at least one reward function")
+        if cfg.needs_task_reward() and not self.rewards:
+            raise ConfigError(f"rewards: algorithm '{cfg.algorithm.name}' runs RL on the task reward and needs at least one "
+                              f"reward function")
+        # AAPA's fixed discriminator: loaded (and checked against the config) before any training
+        self.anchor = FrozenAnchor(cfg.algorithm.anchor, start if isinstance(start, str) else None,
+                                   self.accelerator.device) if cfg.uses_anchor() else None
         world = self.accelerator.num_processes
         per_step = {"training.prompts_per_step": cfg.training.prompts_per_step, "training.demos_per_step": cfg.training.demos_per_step,
                     "algorithm.sft_stage_demos_per_step": cfg.demos_per_step(0)}
@@ -110,7 +115,7 @@ class UniAPLTrainer:
             config=self.config, models=self.models, tokenizer=self.tokenizer, rewards=self.rewards,
             prompts=Stream(self.prompts, seed * 1000 + 1, process, processes),
             demos=Stream(self.demos, seed * 1000 + 2, process, processes),
-            multiplier=self.multiplier, discriminator=self.discriminator, guard=self.guard, global_sum=self._global_sum,
+            multiplier=self.multiplier, discriminator=self.discriminator, anchor=self.anchor, guard=self.guard, global_sum=self._global_sum,
             gather=self.accelerator.gather, backward=self.accelerator.backward, device=self.accelerator.device, processes=processes,
         )
 
@@ -137,7 +142,7 @@ class UniAPLTrainer:
                 tensors, meta = rng_state()
                 save_file(tensors, str(folder / "rng.safetensors"))
                 dataclasses.replace(self.state, multiplier=self.multiplier.state_dict(), scheduler=self.models.scheduler.state_dict(),
-                                    dtype=self.models.dtype, rng=meta).save(folder)
+                                    dtype=self.models.dtype, anchor=self.anchor.identity() if self.anchor else None, rng=meta).save(folder)
 
             save_checkpoint_folder(self.checkpoint_dir, self.state.global_step, fill, self.config, self.config.training.save_total_limit)
         self.accelerator.wait_for_everyone()
@@ -163,6 +168,8 @@ class UniAPLTrainer:
             return None, None
         saved = TrainerState.load(resume_from)
         changed = check_resume_config(resume_from, self.config, saved.global_step)
+        if self.anchor is not None:
+            self.anchor.check_resumed(saved.anchor)
         if changed and main:
             print(f"uniapl: resuming {resume_from.name} with these changes: {'; '.join(changed)}")
         trained_in = saved.dtype or self.models.dtype
