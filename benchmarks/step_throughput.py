@@ -18,6 +18,13 @@ backward (the passes with gradients) and optimizer. A quick check of the script:
 
 `ours-uniapl-fsdp2` (not in the default `--systems`) is our uniapl as one process under FSDP2 (accelerate's
 launcher with configs/accelerate/fsdp2.yaml): beside `ours-uniapl`, what FSDP2's bookkeeping costs on one device.
+
+`ours-grpo-aapa` (not in the default `--systems`) is our grpo with AAPA's anchoring reward from the discriminator
+folder `--anchor`; without one, a minilm discriminator is trained first with `uniapl discriminator train` on the
+first `--anchor-demos` demonstrations of `--data` against the model's own samples at these rollout settings, and
+kept in runs/bench/ for later runs. What it costs beside `ours-grpo` is the anchoring reward's price:
+
+    python benchmarks/step_throughput.py --systems ours-grpo,ours-grpo-aapa
 """
 
 from __future__ import annotations
@@ -34,17 +41,19 @@ import time
 from pathlib import Path
 
 SYSTEMS = ("ours-grpo", "ours-uniapl", "trl-grpo")
+OPTIONAL_SYSTEMS = ("ours-uniapl-fsdp2", "ours-grpo-aapa")
 FSDP2 = "-fsdp2"  # a system name's suffix: that system as one process under FSDP2
 FSDP2_LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
                 str(Path(__file__).resolve().parent.parent / "configs" / "accelerate" / "fsdp2.yaml"), "--num_processes", "1"]
 PHASES = ("generation", "scoring", "first_pass", "backward", "optimizer")
 RESULT_PREFIX = "RESULT "
-DATA = Path(__file__).resolve().parent.parent / "data" / "if_train.jsonl"
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "data" / "if_train.jsonl"
 
 
 def parse_args(argv: list[str] | None = None, defaults: dict | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", choices=SYSTEMS + ("ours-uniapl" + FSDP2,), help="run one system in this process and print its RESULT line")
+    p.add_argument("--only", choices=SYSTEMS + OPTIONAL_SYSTEMS, help="run one system in this process and print its RESULT line")
     p.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated systems to run, one subprocess each")
     p.add_argument("--steps", type=int, default=5, help="timed steps, after 1 warm-up step")
     p.add_argument("--prompts", type=int, default=8, help="prompts per step (the same prompts every step)")
@@ -61,6 +70,9 @@ def parse_args(argv: list[str] | None = None, defaults: dict | None = None) -> a
     p.add_argument("--trl-gradient-checkpointing", action="store_true", help="TRL with gradient checkpointing (as in the H200 anchor)")
     p.add_argument("--threads", type=int, help="torch CPU threads per system (default: torch's); 1 avoids spin-waiting on a shared CPU")
     p.add_argument("--json-out", help="also write the parent's results to this JSON file")
+    p.add_argument("--anchor", help="ours-grpo-aapa: a discriminator folder (default: one trained first, kept in runs/bench/)")
+    p.add_argument("--anchor-variant", default="minilm", choices=("minilm", "policy", "ngram"), help="the discriminator it trains")
+    p.add_argument("--anchor-demos", type=int, default=64, help="the demonstrations it trains on (default: %(default)s)")
     if defaults:
         p.set_defaults(**defaults)
     args = p.parse_args(argv)
@@ -117,7 +129,7 @@ def run_ours(algorithm: str, args: argparse.Namespace, device: str) -> dict:
                 "rewards": [{"name": "ifeval_partial"}],
                 "rollout": {"num_generations": args.generations, "max_new_tokens": args.max_new_tokens,
                             "temperature": 1.0, "top_p": 1.0, "top_k": 0},
-                "algorithm": {"name": algorithm, "beta_kl": 0.0},
+                "algorithm": {"name": algorithm, "beta_kl": 0.0, "anchor": {"path": args.anchor}},
                 "training": {"prompts_per_step": args.prompts, "demos_per_step": args.prompts, "max_steps": args.steps + 1,
                              "learning_rate": 1e-6, "seed": args.seed, "tensorboard": False, "progress": False,
                              "micro_batch_size": args.micro_batch_size, "output_dir": out},
@@ -209,7 +221,7 @@ def run_one(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    algorithm = args.only.removeprefix("ours-").removesuffix(FSDP2)
+    algorithm = args.only.removeprefix("ours-").removesuffix(FSDP2).replace("-", "_")
     result = run_trl(args, device) if args.only == "trl-grpo" else run_ours(algorithm, args, device)
     result.update(
         system=args.only, device=device, peak_memory_mb=peak_memory_mb(device), torch=torch.__version__,
@@ -221,17 +233,30 @@ def run_one(args: argparse.Namespace) -> None:
 def child_command(system: str, args: argparse.Namespace, script: str, extra: list[str]) -> list[str]:
     command = [*(FSDP2_LAUNCH if system.endswith(FSDP2) else [sys.executable]), script, "--only", system, *extra]
     for flag in ("steps", "prompts", "generations", "max_new_tokens", "length", "data", "model", "dtype", "device", "seed",
-                 "threads", "micro_batch_size"):
+                 "threads", "micro_batch_size", "anchor"):
         value = getattr(args, flag)
         if value is not None:
             command += ["--" + flag.replace("_", "-"), str(value)]
     return command + (["--trl-gradient-checkpointing"] if args.trl_gradient_checkpointing else [])
 
 
+def trained_anchor(args: argparse.Namespace, env: dict) -> str:
+    """A discriminator for ours-grpo-aapa, trained once at the benchmark's rollout settings and kept."""
+    folder = ROOT / "runs" / "bench" / f"aapa-{args.anchor_variant}-{Path(args.model).name}-{args.anchor_demos}demos-{args.max_new_tokens}tok"
+    if not (folder / "discriminator.json").exists():
+        subprocess.run([sys.executable, "-m", "uniapl", "discriminator", "train", "--data", args.data, "--limit", str(args.anchor_demos),
+                        "--variant", args.anchor_variant, "--out", str(folder), "--set", f"model.name={args.model}",
+                        "--set", f"model.dtype={args.dtype}", "--set", f"rollout.max_new_tokens={args.max_new_tokens}",
+                        "--set", f"training.seed={args.seed}"], env=env, check=True)
+    return str(folder)
+
+
 def run_children(args: argparse.Namespace, script: str, extra: list[str]) -> list[dict]:
     env = dict(os.environ)
     if args.device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""  # our trainer uses a GPU whenever it sees one
+    if "ours-grpo-aapa" in args.systems.split(",") and not args.anchor:
+        args.anchor = trained_anchor(args, env)
     results = []
     for system in args.systems.split(","):
         print(f"== {system}", flush=True)

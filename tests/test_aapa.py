@@ -323,3 +323,52 @@ def test_presets_name_the_aapa_algorithms():
     assert not PRESETS["sft_aapa"].use_task_reward
     with pytest.raises(DataError):
         split_by_prompt(styled_rows(1), 0.5, seed=0)  # one prompt cannot give both splits
+
+
+# ---- the discriminator-variants analysis --------------------------------------------------------------
+
+
+def test_analyze_scores_expert_start_and_policy_responses_with_each_discriminator(ngram_folder, tiny_model, toy_data, tmp_path,
+                                                                                   capsys):
+    from uniapl.analysis.report import write_report
+
+    out = tmp_path / "analysis"
+    assert main(["analyze", "--model", tiny_model, "--expert", str(toy_data), "--out", str(out), "--max-new-tokens", "8",
+                 "--discriminator", str(ngram_folder)]) == 0
+    assert "discriminator ngram (ngram): held-out AUC" in capsys.readouterr().out
+    scored = json.loads((out / "discriminators.json").read_text())["ngram"]
+    model = load_discriminator(ngram_folder)
+    responses = [json.loads(line)["response"] for line in (out / "responses.jsonl").read_text().splitlines()]
+    from conftest import TOY_ROWS
+
+    policy = model.score([p for p, _ in TOY_ROWS], responses).tolist()
+    assert scored["scores"]["policy"]["mean"] == pytest.approx(sum(policy) / len(policy), abs=1e-6)
+    assert scored["scores"]["expert"]["n"] == len(TOY_ROWS)
+    heldout = [json.loads(line) for line in (ngram_folder / "heldout.jsonl").read_text().splitlines()]
+    assert scored["scores"]["start_policy"]["n"] == sum(row["label"] == 0 for row in heldout)
+    assert scored["heldout_auc"] == json.loads((ngram_folder / "report.json").read_text())["auc"]
+    assert (out / "discriminator_ngram_hist.png").stat().st_size > 1000
+
+    model_folder = tmp_path / "model"  # a plain model folder whose results lie beside its weights counts as a run
+    shutil.copytree(tiny_model, model_folder)
+    shutil.copytree(out, model_folder / "analysis")
+    write_report([model_folder], tmp_path / "report")
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "## Discriminator variants" in report and "| model | ngram | ngram, response |" in report
+
+
+def test_the_step_benchmark_prices_the_anchoring_reward(ngram_folder, tiny_model, tmp_path):
+    """benchmarks/step_throughput.py runs ours-grpo-aapa beside ours-grpo (the figures come from real runs)."""
+    import os
+    import subprocess
+    import sys
+
+    from markdown_tables import markdown_tables
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "step_throughput.py"
+    command = [sys.executable, str(script), "--systems", "ours-grpo,ours-grpo-aapa", "--anchor", str(ngram_folder), "--model", tiny_model,
+               "--steps", "1", "--max-new-tokens", "4", "--prompts", "2", "--generations", "2"]
+    result = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    ((_, rows),) = markdown_tables(result.stdout)
+    assert list(rows) == ["ours-grpo", "ours-grpo-aapa"]

@@ -62,3 +62,13 @@ def test_rollout_engines_are_the_registered_ones_plus_auto():
     from uniapl.generation import ENGINES
 
     assert allowed(RolloutConfig, "engine") == set(ENGINES) | {"auto"}
+
+
+def test_anchor_choices_are_the_registered_transforms_and_the_variants():
+    from uniapl.algorithms.anchoring import ANCHOR_TRANSFORMS
+    from uniapl.anchor.settings import VARIANTS
+    from uniapl.config import AnchorConfig
+
+    assert allowed(AnchorConfig, "transform") == set(ANCHOR_TRANSFORMS)
+    optional_variant = typing.get_type_hints(AnchorConfig)["variant"]  # Optional[Literal[...]]: null is allowed too
+    assert set(typing.get_args(typing.get_args(optional_variant)[0])) == set(VARIANTS)

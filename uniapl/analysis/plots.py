@@ -129,3 +129,24 @@ def curve_figure(figure: CurveFigure, lines: dict[str, dict[str, CurveLine]], pa
     fig.suptitle(figure.title)
     return _save(fig, path)
 
+
+
+SCORE_SIDES = {"expert": ("expert", EXPERT_COLOR), "start_policy": ("start policy", "#7f7f7f"), "policy": ("this policy", POLICY_COLOR)}
+
+
+def score_histogram(scores: dict[str, list[float]], title: str, path: Path, bins: int = 30) -> Path:
+    """A discriminator's logits on expert, start-policy and trained-policy responses, over shared bins."""
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    pooled = [v for values in scores.values() for v in values]
+    if pooled:
+        edges = np.histogram_bin_edges(pooled, bins=bins)
+        for side, (label, color) in SCORE_SIDES.items():
+            values = scores.get(side, [])
+            ax.hist(values, bins=edges, density=True, alpha=0.45, color=color, label=f"{label} (n={len(values)})")
+        ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("discriminator logit (higher: more expert-like)")
+    ax.set_ylabel("density")
+    return _save(fig, path)

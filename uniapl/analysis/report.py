@@ -24,6 +24,7 @@ from typing import Protocol
 from uniapl import metric_names as M
 from uniapl.analysis import DEFAULT_SMOOTHING_WINDOW
 from uniapl.analysis.analyze import ANALYSIS_JSON, LENGTH_PNG, LOGPROB_PNG
+from uniapl.analysis.discriminators import DISCRIMINATORS_JSON, histogram_file
 from uniapl.analysis.distributions import mean_and_standard_error
 from uniapl.analysis.plots import CurveFigure, CurveLine, Series, curve_figure
 from uniapl.config import flatten, load_yaml
@@ -52,6 +53,7 @@ class Run:
     analysis: dict | None
     analysis_dir: Path
     finished: bool
+    discriminators: dict | None = None  # AAPA's discriminators on this run's analysis (analysis/discriminators.json)
 
     @property
     def flat_config(self) -> dict:
@@ -96,6 +98,7 @@ def load_run(path: str | Path, label: str) -> Run:
         analysis_dir=analysis_dir,
         # results of the final model mean training finished, also where the weights were not kept (a restored run)
         finished=(results_dir / "config.json").is_file() or any(r is not None for r in results.values()),
+        discriminators=_read_json(analysis_dir / DISCRIMINATORS_JSON),
     )
 
 
@@ -241,6 +244,8 @@ def dynamics_columns(window: int) -> list[TableColumn]:
         CurveSummary(f"disc acc expert %, {last}", M.DISC_ACC_EXPERT, True, window, percent=True),
         CurveSummary(f"disc acc policy %, {last}", M.DISC_ACC_POLICY, True, window, percent=True),
         CurveSummary(f"r_adv, {last}", M.ADV_REWARD_MEAN, True, window),
+        CurveSummary(f"anchor score, {first}", M.ANCHOR_SCORE_MEAN, False, window),
+        CurveSummary(f"anchor score, {last}", M.ANCHOR_SCORE_MEAN, True, window),
     ]
 
 
@@ -257,6 +262,11 @@ CURVE_FIGURES = [
         ((Series(M.DISC_ACC_EXPERT, "on expert"), Series(M.DISC_ACC_POLICY, "on policy", "--")),),
     ),
     CurveFigure("curve_r_adv.png", "Adversarial reward r_adv (mean)", ((Series(M.ADV_REWARD_MEAN, "r_adv"),),)),
+    CurveFigure(
+        "curve_anchor.png",
+        "AAPA's fixed discriminator: its logit on the rollouts (solid) and on fixed held-out expert responses (dashed)",
+        ((Series(M.ANCHOR_SCORE_MEAN, "on rollouts"), Series(M.ANCHOR_HELDOUT_EXPERT, "held-out expert", "--")),),
+    ),
     CurveFigure("curve_length.png", "Response length (mean tokens)", ((Series(M.LENGTH_MEAN, "length"),),)),
     CurveFigure("curve_kl.png", "KL to the reference policy", ((Series(M.KL, "KL"),),)),
     CurveFigure(
@@ -460,6 +470,7 @@ def build_blocks(runs: list[Run], out_dir: Path, smoothing_window: int) -> list[
             else:
                 blocks.append(Paragraph(f"{run.label}: {what} plot {MISSING}."))
 
+    blocks += discriminator_blocks(runs, out_dir)
     blocks.append(Heading(2, "Config differences"))
     differences = config_differences(runs)
     without_config = [r.label for r in runs if r.config is None]
@@ -469,6 +480,35 @@ def build_blocks(runs: list[Run], out_dir: Path, smoothing_window: int) -> list[
         blocks.append(Paragraph("The runs' configs agree apart from their output folders."))
     if without_config:
         blocks.append(Paragraph(f"config.yaml {MISSING} for: {', '.join(without_config)}."))
+    return blocks
+
+
+def discriminator_blocks(runs: list[Run], out_dir: Path) -> list[Block]:
+    """AAPA's discriminator variants: for each run analyzed with them, each one's held-out AUC and its mean logit on
+    the expert's, the start policy's and the run's responses, and their histograms."""
+    scored = [r for r in runs if r.discriminators]
+    if not scored:
+        return []
+    rows = []
+    for run in scored:
+        for name, d in run.discriminators.items():
+            means = [format_number(d["scores"][side]["mean"]) for side in ("expert", "start_policy", "policy")]
+            rows.append([run.label, name, f"{d['variant']}, {d['granularity']}{', with prompt' if d['include_prompt'] else ''}",
+                         format_number(d["heldout_auc"]), *means, format_number(d["policy_vs_expert"]["wasserstein_1"])])
+    blocks: list[Block] = [
+        Heading(2, "Discriminator variants"),
+        Paragraph("AAPA's fixed discriminators (`uniapl analyze --discriminator`): held-out ROC AUC from their offline training; "
+                  "mean logit on the expert's held-out demonstrations, on the start policy's responses (the discriminator's "
+                  "held-out negatives) and on this run's samples; W1 between this run's and the expert's logits."),
+        Table(["run", "discriminator", "variant", "held-out AUC", "expert", "start policy", "this policy", "W1 to expert"], rows),
+    ]
+    for run in scored:
+        for name in run.discriminators:
+            png = run.analysis_dir / histogram_file(name)
+            if png.is_file():
+                copy = out_dir / f"{run.label.replace('/', '__')}_{histogram_file(name)}"
+                shutil.copyfile(png, copy)
+                blocks.append(Image(copy, f"{run.label}: discriminator {name}"))
     return blocks
 
 

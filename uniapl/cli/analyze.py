@@ -26,6 +26,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     add_dtype_argument(p, default="fp32")  # log-probabilities are compared: fp32 unless asked
     p.add_argument("--reward", default=None, help="a verifier for the pass rate, e.g. ifeval_strict")
+    p.add_argument("--discriminator", dest="discriminators", action="append", default=[], metavar="FOLDER",
+                   help="an AAPA discriminator folder (repeatable): its held-out AUC, and its scores on the expert's, the start "
+                   "policy's and this model's responses, into discriminators.json and a histogram each")
     p.set_defaults(func=run)
 
 
@@ -61,4 +64,11 @@ def run(args: argparse.Namespace) -> int:
           f"W1 {format_number(length['distance']['wasserstein_1'])}, KS {format_number(length['distance']['ks_statistic'])}")
     print(f"  logprob  policy mean {format_number(logprob['policy']['mean'])}, expert mean {format_number(logprob['expert']['mean'])}, "
           f"W1 {format_number(logprob['distance']['wasserstein_1'])}, KS {format_number(logprob['distance']['ks_statistic'])}")
+    if args.discriminators:
+        from uniapl.analysis.discriminators import analyze_discriminators
+
+        scored = analyze_discriminators(out, args.discriminators, args.expert, args.prompts, args.limit)
+        for name, d in scored.items():
+            means = ", ".join(f"{side.replace('_', ' ')} {format_number(d['scores'][side]['mean'])}" for side in ("expert", "start_policy", "policy"))
+            print(f"  discriminator {name} ({d['variant']}): held-out AUC {format_number(d['heldout_auc'])}; mean logit {means}")
     return 0
