@@ -63,12 +63,12 @@ class BatchLayout:
 
     @classmethod
     def build(cls, rows: list[TrainRow], pad_id: int, device, temperature: float, micro_batch_size: int | None,
-              global_sum: Callable[[float], float], split_demonstrations: bool) -> "BatchLayout":
+              global_sum: Callable[[float], float], by_length: bool, keep_rl_together: bool) -> "BatchLayout":
         batch = pack([r.prompt_ids for r in rows], [r.completion_ids for r in rows], pad_id).to(device)
         kind = lambda *kinds: torch.tensor([r.kind in kinds for r in rows], device=device)  # noqa: E731
         rl, on_policy, demo = kind(ROLLOUT, EXPERT_MEMBER), kind(ROLLOUT), kind(DEMO)
         mask = batch.completion_mask
-        passes = plan_passes(rows, micro_batch_size or len(rows), split_demonstrations)
+        passes = plan_passes(rows, micro_batch_size or len(rows), by_length, keep_rl_together)
         with_rl = [i for i, p in enumerate(passes) if any(rows[j].kind != DEMO for j in p)]
         return cls(
             batch=batch, rl=rl, on_policy=on_policy, demo=demo,
@@ -94,6 +94,9 @@ class BatchLayout:
         return self.rl & ~self.on_policy
 
 
+PASS_OVERHEAD_TOKENS = 64  # what one more pass costs beyond its tokens, in token slots: buckets stop splitting there
+
+
 def padded_cost(rows: list[TrainRow]) -> int:
     """Tokens one pass forwards: each distinct prompt once, padded to the longest, and every completion padded
     to the longest completion."""
@@ -101,10 +104,13 @@ def padded_cost(rows: list[TrainRow]) -> int:
     return len(prompts) * max(len(p) for p in prompts) + len(rows) * max(max(len(r.completion_ids) for r in rows), 1)
 
 
-def plan_passes(rows: list[TrainRow], size: int, split_demonstrations: bool) -> list[list[int]]:
-    """Row indices of each forward/backward pass, at most `size` rows a pass. Rows with one prompt go to the same
-    pass, which then forwards that prompt once. Demonstrations take passes of their own, ahead of the RL rows,
-    where that forwards fewer padded tokens: a long demonstration would otherwise pad every rollout to its length."""
+def plan_passes(rows: list[TrainRow], size: int, by_length: bool, keep_rl_together: bool = False) -> list[list[int]]:
+    """Row indices of each forward/backward pass, at most `size` rows a pass, and rows with one prompt in the same
+    pass, which then forwards that prompt once. With `by_length`, the plan that forwards the fewest padded tokens
+    (each pass counted `PASS_OVERHEAD_TOKENS` more) among: all rows together; the demonstrations in passes of their
+    own, ahead of the RL rows; and both in length buckets, so that a long demonstration pads neither the rollouts nor
+    the short demonstrations. `keep_rl_together` keeps the RL rows in as few passes as `size` allows (the head
+    discriminator reads their pooled features before any loss, from one pass)."""
     prompt_order: dict[tuple, int] = {}
     for r in rows:
         prompt_order.setdefault(tuple(r.prompt_ids), len(prompt_order))
@@ -112,11 +118,47 @@ def plan_passes(rows: list[TrainRow], size: int, split_demonstrations: bool) -> 
     def chunks(indices: list[int]) -> list[list[int]]:
         ordered = sorted(indices, key=lambda i: prompt_order[tuple(rows[i].prompt_ids)])  # stable: same prompt together
         return [ordered[s : s + size] for s in range(0, len(ordered), size)]
+
     joint = chunks(list(range(len(rows))))
-    demos = [i for i, r in enumerate(rows) if r.kind == DEMO]
-    others = [i for i, r in enumerate(rows) if r.kind != DEMO]
-    if not split_demonstrations or not demos or not others:
+    if not by_length:
         return joint
-    split = chunks(demos) + chunks(others)
-    cost = lambda passes: sum(padded_cost([rows[i] for i in p]) for p in passes)  # noqa: E731
-    return split if cost(split) < cost(joint) else joint
+    demos = [i for i, r in enumerate(rows) if r.kind == DEMO]
+    by_prompt: dict[tuple, list[int]] = {}
+    for i, r in enumerate(rows):
+        if r.kind != DEMO:
+            by_prompt.setdefault(tuple(r.prompt_ids), []).append(i)
+    rl_groups = list(by_prompt.values())
+    rl_rows = [i for group in rl_groups for i in group]
+    plans = [joint]
+    if demos and rl_rows:
+        plans.append(chunks(demos) + chunks(rl_rows))
+    rl_plan = chunks(rl_rows) if keep_rl_together else length_buckets(rows, rl_groups, size)
+    plans.append(length_buckets(rows, [[i] for i in demos], size) + rl_plan)
+    cost = lambda passes: sum(padded_cost([rows[i] for i in p]) + PASS_OVERHEAD_TOKENS for p in passes)  # noqa: E731
+    return min(plans, key=cost)  # the first of equals: fewer passes
+
+
+def length_buckets(rows: list[TrainRow], units: list[list[int]], size: int) -> list[list[int]]:
+    """The units (rows that must share a pass) sorted by length and cut into consecutive passes of at most `size`
+    rows, where the cuts minimize the padded tokens plus `PASS_OVERHEAD_TOKENS` a pass (dynamic programming)."""
+    units = [unit[s : s + size] for unit in units for s in range(0, len(unit), size)]  # a group larger than a pass is cut
+    if not units:
+        return []
+    length = lambda unit: (max(len(rows[i].completion_ids) for i in unit), max(len(rows[i].prompt_ids) for i in unit))  # noqa: E731
+    units = sorted(units, key=length)
+    best = [0.0] + [float("inf")] * len(units)  # best[j]: the cheapest plan of the first j units
+    cut = [0] * (len(units) + 1)
+    for j in range(1, len(units) + 1):
+        members: list[int] = []
+        for i in range(j - 1, -1, -1):  # the last pass holds units i..j-1
+            members = units[i] + members
+            if len(members) > size:
+                break
+            cost = best[i] + padded_cost([rows[k] for k in members]) + PASS_OVERHEAD_TOKENS
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    passes, j = [], len(units)
+    while j:
+        passes.insert(0, [k for unit in units[cut[j] : j] for k in unit])
+        j = cut[j]
+    return passes

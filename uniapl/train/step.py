@@ -274,7 +274,8 @@ class TrainingStep:
         out.rollouts, out.anchor = rows.rollouts, rows.anchor
         # sharded processes must run the same passes in step, so they keep one plan that does not depend on lengths
         layout = BatchLayout.build(rows.rows, ctx.tokenizer.pad_token_id, ctx.device, cfg.rollout.temperature,
-                                   cfg.training.micro_batch_size, ctx.global_sum, ctx.models.sharding is None)
+                                   cfg.training.micro_batch_size, ctx.global_sum, by_length=ctx.models.sharding is None,
+                                   keep_rl_together=self.discriminator is not None and self.discriminator.needs_pooled)
         first = self.first_pass(layout, timings)
         with timed(timings, M.TIME_FIRST_PASS):
             out.adversarial = self.adversarial_scores(layout, first, state)
