@@ -21,6 +21,7 @@ from uniapl.cli import main
 from uniapl.datatools.build_if import build_if_rows
 from uniapl.io import write_jsonl_atomic
 from uniapl.datatools.quality import QualityRules, judge, loop_is_certain, passes, repeated_ngram_rate
+from uniapl.datatools.repair import task_text
 from uniapl.datatools.teach import (
     DROPPED, FAILED, REPAIRED, SAMPLED, EndpointTeacher, LocalTeacher, Refused, Request, Sample, Sampling, TeacherUnavailable,
     attach_demonstrations, status_path, teach,
@@ -133,16 +134,79 @@ def test_rounds_stop_a_prompt_once_enough_samples_pass_and_keep_the_most_likely_
     assert stats[SAMPLED] == 2 and stats[FAILED] == 0 and stats["prompts"] == 3
 
 
-def test_repair_is_off_by_default_and_kept_only_if_it_passes(tmp_path):
-    sampling = Sampling(samples=2, round_size=2, enough=1)
-    postscript_only = {**ROW, "instruction_id_list": ROW["instruction_id_list"][1:], "kwargs": ROW["kwargs"][1:]}
-    prompts = _prompt_rows(tmp_path, 1, postscript_only)
-    almost = GOOD.replace("\np.s. bring a bucket next time.", "")  # misses only the postscript
-    teacher = ScriptedTeacher(lambda r: Sample(almost, True, -1.0))
-    stats = teach(str(prompts), str(tmp_path / "a.jsonl"), teacher, sampling, progress=False)
-    assert stats[DROPPED] == 1
-    stats = teach(str(prompts), str(tmp_path / "b.jsonl"), teacher, sampling, use_repair=True, progress=False)
-    assert stats[REPAIRED] == 1
+POSTSCRIPT_ROW = {**ROW, "instruction_id_list": ROW["instruction_id_list"][1:], "kwargs": ROW["kwargs"][1:]}
+# a complete draft that misses only the postscript
+ALMOST = GOOD.replace("\np.s. bring a bucket next time.", " the water is cold but clear. you can see tiny fish dart between the weeds.")
+
+
+def _statuses(out):
+    return {s["key"]: s for s in map(json.loads, status_path(out).read_text().splitlines())}
+
+
+def test_rule_assisted_keeps_passing_samples_rewrites_complete_drafts_and_drops_the_rest(tmp_path):
+    sampling = Sampling(samples=4, round_size=2, enough=1)
+    rows = [{**POSTSCRIPT_ROW, "key": f"k{i}"} for i in range(4)]
+    prompts = tmp_path / "p.jsonl"
+    write_jsonl_atomic(prompts, rows)
+    loop = "tide pools are nice and tide pools are fun. " * 12
+    drafts = {0: Sample(GOOD, True, -1.0), 1: Sample(ALMOST, True, -1.0), 2: Sample(ALMOST, False, -1.0), 3: Sample(loop, True, -1.0)}
+    teacher = ScriptedTeacher(lambda r: drafts[r.prompt_index], chunk_size=4)
+
+    plain = teach(str(prompts), str(tmp_path / "plain.jsonl"), teacher, sampling, progress=False)
+    assert plain[SAMPLED] == 1 and plain[REPAIRED] == 0  # nothing is rewritten unless asked
+
+    out = tmp_path / "assisted.jsonl"
+    stats = teach(str(prompts), str(out), teacher, sampling, rule_assisted=True, progress=False)
+    statuses = _statuses(out)
+    assert {k: s["outcome"] for k, s in statuses.items()} == {"k0": SAMPLED, "k1": REPAIRED, "k2": DROPPED, "k3": DROPPED}
+    assert statuses["k1"]["rules"] == ["detectable_content:postscript"] and statuses["k1"]["drawn"] == 2  # stopped after one round
+    assert statuses["k1"]["added"] and all(a in ALMOST for a in statuses["k1"]["added"])  # the postscript is a draft sentence
+    assert statuses["k2"]["rewritten"] == 0 and statuses["k3"]["rewritten"] == 0  # cut off, looping: never rewritten
+    assert statuses["k2"]["complete"] == 0 and statuses["k3"]["complete"] == 0
+    assert statuses["k0"]["rules"] == [] and statuses["k0"]["complete"] == 2 and statuses["k0"]["rewritten"] == 0
+    kept = {r["key"]: r["completion"][0]["content"] for r in map(json.loads, out.read_text().splitlines()) if "completion" in r}
+    assert set(kept) == {"k0", "k1"} and kept["k0"] == GOOD and "p.s. " in kept["k1"].lower()
+    assert passes(verdicts(kept["k1"], row=POSTSCRIPT_ROW))
+    assert stats["rules"] == {"detectable_content:postscript": 1} and stats["prompts_with_complete_draft"] == 2
+    assert stats["per_instruction"]["detectable_content:postscript"] | {"raw_pass_rate": None} == {
+        "n": 4, "raw_pass_rate": None, "demonstrations": 2, "with_complete_draft": 2, SAMPLED: 1, REPAIRED: 1}
+
+    # a rerun draws nothing for the prompts that have a status
+    again = ScriptedTeacher(lambda r: drafts[r.prompt_index], chunk_size=4)
+    assert teach(str(prompts), str(out), again, sampling, rule_assisted=True, progress=False) == stats and again.requests == []
+
+
+def test_a_rewrite_that_fails_a_quality_filter_is_not_kept_and_its_reason_is_recorded(tmp_path):
+    row = {**ROW, "prompt": [{"role": "user", "content": "Describe tide pools to a child."}],
+           "instruction_id_list": ["keywords:forbidden_words"], "kwargs": [{"forbidden_words": ["tide", "fish", "cold"]}]}
+    prompts = tmp_path / "p.jsonl"
+    write_jsonl_atomic(prompts, [row])
+    out = tmp_path / "o.jsonl"
+    teacher = ScriptedTeacher(lambda r: Sample(ALMOST, True, -1.0))
+    stats = teach(str(prompts), str(out), teacher, Sampling(samples=2, round_size=2), rule_assisted=True, progress=False)
+    status = _statuses(out)["k"]
+    assert stats[DROPPED] == 1 and status["complete"] == 2 and status["rewritten"] == 2 and status["rewrites_passing"] == 0
+    # without the sentences that hold a forbidden word, 9 words are left: strict passes, the content filter does not
+    assert status["refusals"] == {"quality: content": 2} and stats["refusals"] == status["refusals"]
+
+
+def test_drafts_can_be_asked_for_without_the_instruction_text(prompts_file, tmp_path):
+    asked = {}
+
+    def script(request):
+        asked.setdefault(request.row["key"], set()).add(request.prompt[0]["content"])
+        return Sample(ALMOST, True, -1.0)
+
+    sampling = Sampling(samples=2, round_size=2)
+    teach(str(prompts_file), str(tmp_path / "o.jsonl"), ScriptedTeacher(script, 4), sampling, rule_assisted=True, draft_prompt="task",
+          progress=False)
+    rows = list(map(json.loads, prompts_file.read_text().splitlines()))
+    assert asked == {row["key"]: {task_text(row)} for row in rows}
+    assert all(task_text(row) != row["prompt"][0]["content"] for row in rows)
+    with pytest.raises(UniaplError, match="--draft-prompt"):
+        teach(str(prompts_file), str(tmp_path / "x.jsonl"), ScriptedTeacher(script), sampling, draft_prompt="bare", progress=False)
+    with pytest.raises(UniaplError, match="needs --rule-assisted"):
+        teach(str(prompts_file), str(tmp_path / "x.jsonl"), ScriptedTeacher(script), sampling, draft_prompt="task", progress=False)
 
 
 def test_length_budget_fits_an_at_least_n_words_instruction():
@@ -203,6 +267,28 @@ def test_local_teacher_crash_loses_nothing_and_rerun_matches_an_uninterrupted_ru
     assert _by_key(status_path(resumed)) == _by_key(status_path(whole))
     for row in map(json.loads, whole.read_text().splitlines()):
         assert set(row) <= {"key", "prompt", "instruction_id_list", "kwargs", "completion"}
+
+
+def test_local_teacher_rule_assisted_runs_resumes_and_records_each_prompt(prompts_file, tmp_path, capsys):
+    sampling = Sampling(samples=2, round_size=2, seed=3, params=SamplingParams(max_new_tokens=6, temperature=1.0))
+    teacher = LocalTeacher(TINY, sampling, dtype="fp32", batch_size=4)
+    whole, resumed = tmp_path / "whole.jsonl", tmp_path / "resumed.jsonl"
+    teach(str(prompts_file), str(whole), teacher, sampling, rule_assisted=True, draft_prompt="task", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        teach(str(prompts_file), str(resumed), CrashingTeacher(teacher), sampling, rule_assisted=True, draft_prompt="task", progress=False)
+    assert len(status_path(resumed).read_text().splitlines()) == 2
+    stats = teach(str(prompts_file), str(resumed), teacher, sampling, rule_assisted=True, draft_prompt="task", progress=False)
+    assert _by_key(status_path(resumed)) == _by_key(status_path(whole)) and _by_key(resumed) == _by_key(whole)
+    statuses = list(_statuses(resumed).values())
+    assert len(statuses) == 4 and stats["prompts"] == 4 and stats["samples"] == 8
+    for status in statuses:  # six random tokens are never a complete draft
+        assert status["outcome"] == DROPPED and status["complete"] == status["rewritten"] == 0 and status["rules"] == [] and status["refusals"] == {}
+
+    out = tmp_path / "cli.jsonl"
+    code = main(["teach", "--prompts", str(prompts_file), "--teacher", TINY, "--dtype", "fp32", "--samples", "2", "--round-size", "2",
+                 "--max-new-tokens", "6", "--rule-assisted", "--draft-prompt", "task", "--limit", "2", "--out", str(out)])
+    assert code == 0 and "samples that passed or were complete drafts 0 (prompts with one: 0)" in capsys.readouterr().out
+    assert len(_statuses(out)) == 2
 
 
 def _free_port() -> int:

@@ -1,4 +1,5 @@
-"""`uniapl teach`: expert demonstrations, best-of-K from a teacher, verified and quality-filtered."""
+"""`uniapl teach`: expert demonstrations, best-of-K from a teacher (or rule-assisted rewrites of its complete
+drafts), verified and quality-filtered."""
 
 from __future__ import annotations
 
@@ -28,7 +29,12 @@ def add_parser(subparsers) -> None:
     filters.add_argument("--max-repeated-ngrams", type=float, default=0.2,
                          help="a loop: more than this share of the word 4-grams repeat an earlier one")
     filters.add_argument("--min-words", type=int, default=15, help="least content, unless an instruction caps the length lower")
-    filters.add_argument("--repair", action="store_true", help="where no sample passes, try a rule-based repair of the best one")
+    assisted = parser.add_argument_group("rule-assisted teacher")
+    assisted.add_argument("--rule-assisted", action="store_true",
+                          help="where a sample does not pass as it is, rewrite each complete draft (ended, no loop, no echo, "
+                          "--min-words words) by rule to follow its instructions; keep a rewrite only if it passes strict and every filter")
+    assisted.add_argument("--draft-prompt", choices=["full", "task"], default="full",
+                          help="draft from the full prompt, or from the prompt without its instruction text")
     parser.add_argument("--limit", type=int, default=None, help="only N prompts (the first N after --start)")
     parser.add_argument("--start", type=int, default=0,
                         help="skip the first START prompts; seeds follow each prompt's position in the file, so runs over "
@@ -60,9 +66,13 @@ def run(args) -> int:
                         SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p))
     rules = QualityRules(max_repeated_ngrams=args.max_repeated_ngrams, min_words=args.min_words)
     teacher = make_teacher(args.teacher, sampling, args.dtype, args.batch_size, args.teacher_model, args.timeout, args.retries, args.concurrency, rules)
-    stats = teach(args.prompts, args.out, teacher, sampling, rules, use_repair=args.repair, limit=args.limit, start=args.start)
-    print(f"{stats['prompts']} prompts: {stats['sampled']} with a demonstration ({stats['solved_rate']:.1%}), "
-          f"{stats['repaired']} repaired, {stats['dropped']} dropped, {stats['failed']} refused by the endpoint")
+    stats = teach(args.prompts, args.out, teacher, sampling, rules, rule_assisted=args.rule_assisted, draft_prompt=args.draft_prompt,
+                  limit=args.limit, start=args.start)
+    print(f"{stats['prompts']} prompts: {stats['sampled'] + stats['repaired']} with a demonstration ({stats['solved_rate']:.1%}): "
+          f"{stats['sampled']} sampled, {stats['repaired']} repaired; {stats['dropped']} dropped, {stats['failed']} refused by the endpoint")
+    if args.rule_assisted:
+        print(f"samples that passed or were complete drafts {stats['complete_drafts']} (prompts with one: {stats['prompts_with_complete_draft']}); "
+              "rules in the kept rewrites: " + ", ".join(f"{rule} {n}" for rule, n in stats["rules"].items()))
     print(f"funnel over {stats['samples']} samples (prompts with at least one): "
           + ", ".join(f"{stage} {stats['funnel_samples'][stage]} ({stats['funnel_prompts'][stage]})" for stage in FUNNEL))
     print(f"  {'instruction':<48} {'raw':>6} {'demos':>6} {'n':>5}")

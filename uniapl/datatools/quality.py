@@ -116,5 +116,13 @@ def judge(row: dict, response: str, ended: bool, rules: QualityRules) -> tuple[d
     return verdicts, per_instruction
 
 
+def is_complete_draft(row: dict, text: str, ended: bool, rules: QualityRules) -> bool:
+    """Whether the rule-assisted teacher may rewrite a sample: ended on its own, no loop, no echo of the
+    prompt, at least `rules.min_words` words. Rules fix format, never a cut-off or degenerate answer."""
+    body = answer_body(row, text)
+    return (ended and not is_loop(row, body, rules) and not is_echo(prompt_text(row["prompt"]), body, rules.echo_threshold)
+            and len(words(body)) >= rules.min_words)
+
+
 def passes(verdicts: dict[str, bool]) -> bool:
     return all(verdicts[stage] for stage in FUNNEL)

@@ -12,7 +12,15 @@ The teacher is a local HF model (batched, seeded sampling) or an OpenAI-compatib
 (concurrent requests, the `n` parameter where the server honours it, per-request deadlines,
 retries). Each prompt is saved as soon as it is finished: its row (with a `completion` only where a
 sample passed) to the output, its funnel to `<out>.status.jsonl`. A rerun continues with the prompts
-that have no status yet. Rule repair (`uniapl.datatools.repair`) is an explicit option, off by default.
+that have no status yet.
+
+The rule-assisted teacher (`rule_assisted`, off by default) keeps a sample that passes as it is
+("sampled"); otherwise each complete draft (`quality.is_complete_draft`) is rewritten by
+`uniapl.datatools.repair.rewrite`, and a rewrite is kept only if it passes strict and every quality
+filter ("repaired": the one with the fewest rules fired, then the most likely draft). A prompt stops
+once `Sampling.enough` samples or rewrites pass. Its status records the rules that fired, the text
+they chose, and why the other drafts' rewrites failed. The drafts are sampled from the full prompt, or
+with `draft_prompt="task"` from the prompt without its instruction text (`repair.task_text`).
 """
 
 from __future__ import annotations
@@ -30,15 +38,17 @@ from itertools import groupby
 from pathlib import Path
 
 from uniapl.io import append_jsonl, read_jsonl, read_resumable_jsonl, write_json_atomic, write_jsonl_atomic
-from uniapl.datatools.quality import FUNNEL, NUMBER_WORDS, QualityRules, judge, loop_is_certain, passes
-from uniapl.datatools.repair import repair
+from uniapl.datatools.quality import FUNNEL, NUMBER_WORDS, QualityRules, is_complete_draft, judge, loop_is_certain, passes
+from uniapl.datatools.repair import NoRewrite, Rewrite, rewrite, task_text
 from uniapl.errors import UniaplError
 from uniapl.generation import SamplingParams, encode_prompts, generate, sequence_seed
 from uniapl.ifeval.prompts import load_constraint_rows
 
-# outcome of a prompt: a sample passed, a repaired sample passed (only with repair on), none did, or
-# the endpoint refused every request for it
+# outcome of a prompt: a sample passed, a rewritten draft passed (rule-assisted teacher only), none did,
+# or the endpoint refused every request for it
 SAMPLED, REPAIRED, DROPPED, FAILED = "sampled", "repaired", "dropped", "failed"
+# what the drafts are sampled from: the whole prompt, or the prompt without its instruction text
+DRAFT_PROMPTS = ("full", "task")
 # tokens allowed per word asked for by "at least N words", plus room for a title and a sign-off
 TOKENS_PER_WORD, LENGTH_MARGIN = 1.6, 64
 
@@ -68,10 +78,11 @@ class Request:
     seed: int
     max_new_tokens: int
     prompt_index: int  # the prompt's position in the file: requests of one prompt may share a call
+    messages: list[dict] | None = None  # what the teacher is asked, where it is not the row's prompt
 
     @property
     def prompt(self):
-        return self.row["prompt"]
+        return self.messages if self.messages is not None else self.row["prompt"]
 
 
 @dataclass(frozen=True)
@@ -289,18 +300,33 @@ def make_teacher(teacher: str, sampling: Sampling, dtype: str = "auto", batch_si
     return LocalTeacher(teacher, sampling, dtype, batch_size, rules)
 
 
+def draft_messages(row: dict, draft_prompt: str) -> list[dict] | None:
+    """What the teacher is asked for a draft: None for the row's own prompt, else its task without the instructions."""
+    if draft_prompt == "full":
+        return None
+    task = task_text(row)
+    return None if task is None else [{"role": "user", "content": task}]
+
+
 @dataclass
 class PromptWork:
-    """One prompt's samples so far: how far each got down the funnel, and the passing ones."""
+    """One prompt's samples so far: how far each got down the funnel, the passing ones, and (rule-assisted)
+    the complete drafts and their rewrites."""
 
     index: int
     row: dict
     budget: int
+    rule_assisted: bool = False
+    messages: list[dict] | None = None  # what the teacher is asked, where it is not the row's prompt
     drawn: int = 0
     refused: list[str] = field(default_factory=list)
     funnel: Counter = field(default_factory=Counter)
     passing: list[tuple[float, int, str]] = field(default_factory=list)  # (-mean log-prob, sample number, text)
-    best_raw: tuple[int, list[bool], str, bool] | None = None  # (instructions passed, per instruction, text, ended)
+    best_raw: tuple[int, list[bool]] | None = None  # (instructions passed, per instruction) of the best sample
+    complete: int = 0  # samples that passed as they were or are complete drafts
+    drafts: list[str] = field(default_factory=list)  # complete drafts that did not pass as they were
+    repaired: list[tuple[int, float, int, Rewrite]] = field(default_factory=list)  # (rules fired, -mean log-prob, number, rewrite)
+    refusals: Counter = field(default_factory=Counter)  # why a complete draft's rewrite was not kept
 
     def add(self, sample: Sample | Refused, rules: QualityRules) -> None:
         number = self.drawn + len(self.refused)
@@ -313,11 +339,29 @@ class PromptWork:
             if not verdicts[stage]:
                 break
             self.funnel[stage] += 1
+        score = sample.mean_logprob if sample.mean_logprob is not None else -math.inf
+        complete = is_complete_draft(self.row, sample.text, sample.ended, rules)
+        self.complete += passes(verdicts) or complete
         if passes(verdicts):
-            score = sample.mean_logprob if sample.mean_logprob is not None else -math.inf
             self.passing.append((-score, number, sample.text))
+        elif self.rule_assisted and complete:
+            self.rewrite(sample.text, -score, number, rules)
         if self.best_raw is None or sum(per_instruction) > self.best_raw[0]:
-            self.best_raw = (sum(per_instruction), per_instruction, sample.text, sample.ended)
+            self.best_raw = (sum(per_instruction), per_instruction)
+
+    def rewrite(self, draft: str, neg_score: float, number: int, rules: QualityRules) -> None:
+        """Rewrite a complete draft (the earlier drafts serve as a second response) and keep it if it passes."""
+        result = rewrite(self.row, draft, self.drafts)
+        self.drafts.append(draft)
+        if isinstance(result, NoRewrite):
+            self.refusals[result.reason] += 1
+            return
+        verdicts, _ = judge(self.row, result.text, True, rules)
+        failed = next((stage for stage in FUNNEL if not verdicts[stage]), None)
+        if failed is not None:
+            self.refusals[f"quality: {failed}"] += 1
+            return
+        self.repaired.append((len(result.rules), neg_score, number, result))
 
     def next_round(self, sampling: Sampling) -> range:
         """The numbers of the samples this prompt draws in its next round."""
@@ -325,19 +369,17 @@ class PromptWork:
         return range(start, min(start + sampling.round_size, sampling.samples))
 
     def finished(self, sampling: Sampling) -> bool:
-        return len(self.passing) >= sampling.enough or self.drawn + len(self.refused) >= sampling.samples
+        return len(self.passing) + len(self.repaired) >= sampling.enough or self.drawn + len(self.refused) >= sampling.samples
 
-    def result(self, use_repair: bool, rules: QualityRules) -> tuple[dict, dict]:
+    def result(self) -> tuple[dict, dict]:
         """The output row and the status row."""
         row = self.row
-        outcome, kept = DROPPED, None
+        outcome, kept, kept_rewrite = DROPPED, None, None
         if self.passing:
             outcome, kept = SAMPLED, min(self.passing)[2]
-        elif use_repair and self.best_raw is not None:
-            _, per_instruction, text, ended = self.best_raw
-            fixed = repair(text, row["instruction_id_list"], row["kwargs"], [not ok for ok in per_instruction])
-            if fixed is not None and passes(judge(row, fixed, ended, rules)[0]):
-                outcome, kept = REPAIRED, fixed
+        elif self.repaired:
+            kept_rewrite = min(self.repaired, key=lambda r: r[:3])[3]
+            outcome, kept = REPAIRED, kept_rewrite.text
         elif not self.drawn and self.refused:
             outcome = FAILED
         output = {k: row[k] for k in ("key", "prompt", "instruction_id_list", "kwargs")}
@@ -349,6 +391,11 @@ class PromptWork:
             "drawn": self.drawn, "max_new_tokens": self.budget, "funnel": {stage: self.funnel[stage] for stage in FUNNEL},
             "passing": len(self.passing),
         }
+        if self.rule_assisted:
+            status.update({"complete": self.complete, "rewritten": len(self.drafts), "rewrites_passing": len(self.repaired),
+                           "refusals": dict(self.refusals),
+                           "rules": list(kept_rewrite.rules) if kept_rewrite else [],
+                           "added": list(kept_rewrite.added) if kept_rewrite else []})
         if self.refused:
             status["refused"] = self.refused
         return output, status
@@ -372,8 +419,8 @@ def _finished_keys(out: Path) -> set:
     return done
 
 
-def teach(prompts: str, out: str, teacher, sampling: Sampling, rules: QualityRules = QualityRules(), use_repair: bool = False,
-          limit: int | None = None, progress: bool = True, start: int = 0) -> dict:
+def teach(prompts: str, out: str, teacher, sampling: Sampling, rules: QualityRules = QualityRules(), rule_assisted: bool = False,
+          draft_prompt: str = "full", limit: int | None = None, progress: bool = True, start: int = 0) -> dict:
     """Run the teacher over the prompts not done yet, then return (and save) the statistics of all of them.
 
     `start` and `limit` select prompts [start, start + limit) of the file. Seeds follow a prompt's position
@@ -381,10 +428,15 @@ def teach(prompts: str, out: str, teacher, sampling: Sampling, rules: QualityRul
     the samples one run over the file would."""
     from tqdm import tqdm
 
+    if draft_prompt not in DRAFT_PROMPTS:
+        raise UniaplError(f"--draft-prompt must be one of {', '.join(DRAFT_PROMPTS)}, got '{draft_prompt}'")
+    if draft_prompt != "full" and not rule_assisted:
+        raise UniaplError(f"--draft-prompt {draft_prompt} needs --rule-assisted: without rules, a sample must follow instructions it was not shown")
     rows = list(enumerate(load_constraint_rows(prompts)))[start : start + limit if limit else None]
     out_path = Path(out)
     done = _finished_keys(out_path)
-    pending = [PromptWork(i, row, sampling.length_budget(row)) for i, row in rows if row["key"] not in done]
+    pending = [PromptWork(i, row, sampling.length_budget(row), rule_assisted, draft_messages(row, draft_prompt))
+               for i, row in rows if row["key"] not in done]
     with tqdm(total=len(rows), initial=len(rows) - len(pending), desc="teach", unit="prompt", disable=not progress) as bar:
         for start in range(0, len(pending), teacher.chunk_size):
             active = pending[start : start + teacher.chunk_size]
@@ -393,11 +445,12 @@ def teach(prompts: str, out: str, teacher, sampling: Sampling, rules: QualityRul
                 for work in active:
                     for number in work.next_round(sampling):
                         owners.append(work)
-                        requests.append(Request(work.row, sequence_seed(sampling.seed, number, work.index), work.budget, work.index))
+                        requests.append(Request(work.row, sequence_seed(sampling.seed, number, work.index), work.budget, work.index,
+                                                work.messages))
                 for work, sample in zip(owners, teacher.draw(requests)):
                     work.add(sample, rules)
                 finished = [work for work in active if work.finished(sampling)]
-                results = [work.result(use_repair, rules) for work in finished]
+                results = [work.result() for work in finished]
                 append_jsonl(out_path, [output for output, _ in results])
                 append_jsonl(status_path(out_path), [status for _, status in results])
                 bar.update(len(finished))
@@ -408,17 +461,21 @@ def teach(prompts: str, out: str, teacher, sampling: Sampling, rules: QualityRul
 
 
 def summarize(outcomes: list[dict]) -> dict:
-    """Outcome counts; the funnel over samples and over prompts; each instruction type's coverage."""
+    """Outcome counts; the funnel over samples and over prompts; each instruction type's coverage; and for the
+    rule-assisted teacher, complete drafts, the rules that made the kept rewrites, and why rewrites failed."""
     counts = Counter(o["outcome"] for o in outcomes)
     samples = sum(o.get("drawn", 0) for o in outcomes)
     funnel_samples = {stage: sum(o.get("funnel", {}).get(stage, 0) for o in outcomes) for stage in FUNNEL}
     funnel_prompts = {stage: sum(o.get("funnel", {}).get(stage, 0) > 0 for o in outcomes) for stage in FUNNEL}
-    per_type = defaultdict(lambda: {"n": 0, "raw_pass": 0, "demonstrations": 0})
+    per_type = defaultdict(lambda: {"n": 0, "raw_pass": 0, "demonstrations": 0, "complete": 0, SAMPLED: 0, REPAIRED: 0})
     for o in outcomes:
         for inst, ok in zip(o["instruction_id_list"], o["raw_pass"]):
             per_type[inst]["n"] += 1
             per_type[inst]["raw_pass"] += ok
             per_type[inst]["demonstrations"] += o["outcome"] in (SAMPLED, REPAIRED)
+            per_type[inst]["complete"] += o.get("complete", 0) > 0
+            per_type[inst][SAMPLED] += o["outcome"] == SAMPLED
+            per_type[inst][REPAIRED] += o["outcome"] == REPAIRED
     total = len(outcomes)
     solved = counts[SAMPLED] + counts[REPAIRED]
     return {
@@ -431,8 +488,13 @@ def summarize(outcomes: list[dict]) -> dict:
         "samples": samples,
         "funnel_samples": funnel_samples,
         "funnel_prompts": funnel_prompts,
+        "complete_drafts": sum(o.get("complete", 0) for o in outcomes),  # samples that passed, or are complete drafts
+        "prompts_with_complete_draft": sum(o.get("complete", 0) > 0 for o in outcomes),
+        "rules": dict(Counter(rule for o in outcomes if o["outcome"] == REPAIRED for rule in o.get("rules", [])).most_common()),
+        "refusals": dict(sum((Counter(o.get("refusals", {})) for o in outcomes), Counter()).most_common()),
         "per_instruction": {
-            inst: {"n": t["n"], "raw_pass_rate": t["raw_pass"] / t["n"], "demonstrations": t["demonstrations"]}
+            inst: {"n": t["n"], "raw_pass_rate": t["raw_pass"] / t["n"], "demonstrations": t["demonstrations"],
+                   "with_complete_draft": t["complete"], SAMPLED: t[SAMPLED], REPAIRED: t[REPAIRED]}
             for inst, t in sorted(per_type.items())
         },
     }
