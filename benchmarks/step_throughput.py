@@ -118,8 +118,10 @@ def run_ours(algorithm: str, args: argparse.Namespace, device: str) -> dict:
 
     if args.length == "fixed":
         import uniapl.generation.engines as engines
+        import uniapl.generation.vllm_engine as vllm_engine
 
-        engines._eos_ids = lambda model, tokenizer: [-1]  # no token ends a rollout: each runs to max_new_tokens
+        never = lambda model, tokenizer: [-1]  # noqa: E731 -- no token ends a rollout: each runs to max_new_tokens
+        engines.eos_token_ids = vllm_engine.eos_token_ids = never
 
     rows = dataset_rows(args.data, args.prompts)
     with tempfile.TemporaryDirectory(prefix="bench-uniapl-") as out:

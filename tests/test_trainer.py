@@ -385,3 +385,31 @@ def test_the_sft_stage_of_sft_then_grpo_can_take_its_own_demonstrations_per_step
     assert trainer.state.demo_cursor == 3  # one SFT step of 3 demonstrations; GRPO takes none
     with pytest.raises(ConfigError, match="algorithm.sft_stage_demos_per_step: must be > 0"):
         UniAPLConfig.from_yaml(None, tiny_overrides + ["algorithm.sft_stage_demos_per_step=0"])
+
+
+def test_the_engines_log_probs_are_checked_against_the_trainers(tiny_overrides):
+    """rollout/logp_diff_*: the sampled tokens' log-probs as the engine drew them against the trainer's first pass. The
+    plain engine decodes with the policy itself in fp32, so they agree to rounding; with top-k on, nothing is logged."""
+    config = UniAPLConfig.from_yaml(None, tiny_overrides + ["algorithm.name=grpo"])
+    UniAPLTrainer(args=config).train()
+    row = read_metrics(Path(config.training.output_dir))[-1]
+    assert 0 <= row["rollout/logp_diff_mean"] <= row["rollout/logp_diff_max"] < 1e-4
+    truncated = UniAPLConfig.from_yaml(None, tiny_overrides + ["algorithm.name=grpo", "rollout.top_k=5", "training.overwrite_output_dir=true"])
+    UniAPLTrainer(args=truncated).train()
+    assert "rollout/logp_diff_max" not in read_metrics(Path(config.training.output_dir))[-1]
+
+
+def test_a_resume_may_not_switch_to_or_from_vllm(tiny_overrides, tmp_path):
+    """vLLM's sampling noise is not ours: a run that sampled with one continues with it."""
+    config = UniAPLConfig.from_yaml(None, tiny_overrides + ["algorithm.name=grpo", "training.save_steps=1"])
+    with pytest.raises(KeyboardInterrupt):
+        UniAPLTrainer(args=config, reward_funcs=[StopAfter(calls=1)]).train()
+    state_file = tmp_path / "run" / "checkpoints" / "step-000001" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    assert state["engine"] == "plain"
+    state_file.write_text(json.dumps({**state, "engine": "vllm"}))  # as if it had sampled with vLLM
+    from uniapl.io import write_manifest
+
+    write_manifest(state_file.parent)
+    with pytest.raises(ConfigError, match="sampled its rollouts with the vllm engine and this run would with plain"):
+        UniAPLTrainer(args=config).train(resume=True)

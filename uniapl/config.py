@@ -107,14 +107,22 @@ class RolloutConfig:
         1.0, "sampling keeps the smallest set of tokens whose probability exceeds `top_p`, after `top_k` (1.0 is off)")
     top_k: int = option(0, "sampling keeps the `top_k` most likely tokens (`top_k: 0` is off)")
     batch_size: Optional[int] = option(None, "generation batch; null: all rollouts of a step at once")
-    engine: Literal["auto", "plain", "compiled"] = option(
+    engine: Literal["auto", "plain", "compiled", "vllm"] = option(
         "auto",
         "the decode loop. `plain`: rows leave the batch and the KV cache as they finish; `compiled`: a static KV cache "
         "and a decode step compiled with `torch.compile` (CUDA graphs on a GPU), fixed shapes (finished rows ride "
         "along until all are done; the cache is sized in multiples of 128 tokens so that later steps reuse the "
         "compiled step; the first call compiles, tens of seconds). Both decode the same tokens (greedy and seeded "
-        "sampling, tested on a CPU with a tiny model). `auto`: `compiled` on a GPU, `plain` on a CPU. The compiled "
-        "path has not yet been run on a GPU here (no GPU in its session); `rollout.engine=plain` is the fallback")
+        "sampling, tested on a CPU with a tiny model). The compiled path has not yet been run on a GPU here (no GPU in "
+        "its session); `rollout.engine=plain` is the fallback. `vllm`: vLLM in the training process, built once, "
+        "taking the policy's weights from memory after every update (LoRA merged, FSDP2 shards gathered); the same "
+        "sampling settings and seeds per rollout, other noise, so other tokens than `plain`'s. It lives in a second "
+        "environment: `bash scripts/setup.sh --vllm`, then `.venv-vllm/bin/uniapl train ...` (docs/vllm.md). `auto`: "
+        "`vllm` where it is installed and supports the model in a run with RL, else `compiled` on a GPU and `plain` on "
+        "a CPU")
+    vllm_kv_cache_gb: float = option(
+        2.0, "`engine: vllm`: its KV cache in GiB, in GPU memory or RAM; it bounds the longest sequence and how many "
+        "are decoded at once (more wait their turn)")
 
 
 @dataclass
@@ -397,6 +405,7 @@ class UniAPLConfig:
         check(0 < r.top_p <= 1, "rollout.top_p", "must be in (0, 1]")
         check(r.top_k >= 0, "rollout.top_k", "must be >= 0 (0 = off)")
         check(r.batch_size is None or r.batch_size >= 1, "rollout.batch_size", "must be >= 1, or null for all rollouts of a step at once")
+        check(r.vllm_kv_cache_gb > 0, "rollout.vllm_kv_cache_gb", "must be > 0")
         check(0 <= a.eps_low < 1, "algorithm.eps_low", "must be in [0, 1)")
         check(a.eps_high >= 0, "algorithm.eps_high", "must be >= 0")
         check(a.num_iterations >= 1, "algorithm.num_iterations", "must be >= 1")

@@ -15,6 +15,10 @@ LENGTH_MIN = "length/min"
 LENGTH_MAX = "length/max"
 TRUNCATED_FRAC = "length/truncated_frac"
 ENTROPY = "entropy"  # mean per-token entropy of the policy on its own rollouts, at the sampling temperature
+# |log-prob the rollout engine sampled a token with - the trainer's log-prob of it|, over the step's rollout tokens: the
+# drift check of an engine with its own copy of the weights (docs/vllm.md says what is normal); logged without top-k/top-p
+ENGINE_LOGP_DIFF_MAX = "rollout/logp_diff_max"
+ENGINE_LOGP_DIFF_MEAN = "rollout/logp_diff_mean"
 
 
 def reward_of(function_name: str) -> str:

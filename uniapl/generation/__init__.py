@@ -16,6 +16,7 @@ from uniapl.generation.engines import (
 )
 from uniapl.generation.positions import position_ids
 from uniapl.generation.sampling import SamplingParams
+from uniapl.generation.vllm_engine import VLLMEngine
 
 __all__ = [
     "ENGINES",
@@ -26,6 +27,7 @@ __all__ = [
     "RolloutEngine",
     "SamplingParams",
     "StopPredicate",
+    "VLLMEngine",
     "encode_prompts",
     "generate",
     "position_ids",

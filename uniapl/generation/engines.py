@@ -11,8 +11,8 @@ sampling on the model's device (uniapl.generation.sampling). Two engines decode 
 Only the logits and `SamplingParams` shape the distribution: no logits processor of the model's own
 generation_config applies.
 
-Both are `RolloutEngine`s, registered by name in ENGINES, so that another engine (vLLM) can take their place
-without its callers changing.
+Both are `RolloutEngine`s, registered by name in ENGINES, so that another engine can take their place without its
+callers changing: vLLM's registers itself from uniapl.generation.vllm_engine.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ class ModelEngine(RolloutEngine):
                  stop: StopPredicate | None = None) -> list[Completion]:
         if params.do_sample and (seeds is None or len(seeds) != len(prompt_ids)):
             raise ValueError("sampling needs one seed per prompt")
-        eos_ids = _eos_ids(self.model, self.tokenizer)
+        eos_ids = eos_token_ids(self.model, self.tokenizer)
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos_ids[0]
         batch_size = batch_size or len(prompt_ids)
         was_training = self.model.training
@@ -254,15 +254,22 @@ class CompiledEngine(ModelEngine):
         return [(tokens[i][: lengths[i]], logprobs[i][: lengths[i]], ended[i]) for i in range(n)]
 
 
-# name -> engine class or factory, called with (model, tokenizer): where another engine (vLLM) registers itself
+# name -> engine class or factory, called with (model, tokenizer): where another engine registers itself (vLLM's, from
+# uniapl.generation.vllm_engine)
 ENGINES: dict[str, Callable[..., RolloutEngine]] = {engine.name: engine for engine in (PlainEngine, CompiledEngine)}
 
 
-def resolve_engine_name(name: str, device) -> str:
-    """`auto` (the config's default) is `compiled` on a GPU, where one graph replay replaces a step's kernel launches,
-    and `plain` elsewhere, where shedding finished rows saves more; other names stand."""
+def resolve_engine_name(name: str, device, model_config=None) -> str:
+    """`auto` (the config's default) is `vllm` where it is installed and supports the model of `model_config` (when
+    given); else `compiled` on a GPU, where one graph replay replaces a step's kernel launches, and `plain` elsewhere,
+    where shedding finished rows saves more. Other names stand."""
     if name != "auto":
         return name
+    if model_config is not None:
+        from uniapl.generation.vllm_engine import VLLMEngine, vllm_unsupported_reason
+
+        if vllm_unsupported_reason(model_config) is None:
+            return VLLMEngine.name
     return CompiledEngine.name if torch.device(device).type == "cuda" else PlainEngine.name
 
 
@@ -290,7 +297,7 @@ def _default_cache(model):
     return DynamicCache(config=model.config)
 
 
-def _eos_ids(model, tokenizer) -> list[int]:
+def eos_token_ids(model, tokenizer) -> list[int]:
     ids = model.generation_config.eos_token_id
     ids = list(ids) if isinstance(ids, (list, tuple)) else ([ids] if ids is not None else [])
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:

@@ -21,6 +21,7 @@ class TrainRow:
     prompt_ids: list[int]
     completion_ids: list[int]
     kind: str  # ROLLOUT (on-policy), EXPERT_MEMBER (LUFFY, off-policy in a group) or DEMO (SFT)
+    sampling_logprobs: list[float] | None = None  # a rollout's, as its engine sampled it
 
 
 @dataclass

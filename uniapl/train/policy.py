@@ -9,12 +9,12 @@ import contextlib
 import copy
 import math
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
 from uniapl.config import UniAPLConfig
-from uniapl.generation import ENGINES, RolloutEngine, resolve_engine_name
+from uniapl.generation import ENGINES, RolloutEngine, VLLMEngine, resolve_engine_name
 from uniapl.io import write_folder_atomically
 from uniapl.models import load_model, warn_if_bf16_is_emulated
 from uniapl.train.batch import BatchLayout
@@ -81,9 +81,18 @@ class PolicyModels:
         # under FSDP the policy stays on the host until it is sharded: fully_shard moves a layer at a time to the
         # device, and keeps only this process's shard there
         self.policy = policy if self.sharding is not None else policy.to(device)
-        self.rollout_model = self._rollout_copy(device)
-        engine = resolve_engine_name(self.config.rollout.engine, device)
-        self.rollout_engine = ENGINES[engine](self.rollout_model, self.tokenizer)
+        # `auto` weighs vLLM only for a run that generates: it costs its build and a weight reload per step
+        engine = resolve_engine_name(self.config.rollout.engine, device, policy.config if self.config.runs_rl() else None)
+        self.rollout_model = self._rollout_copy(device, decodes_itself=engine != VLLMEngine.name)
+        self.rollout_engine = self._rollout_engine(engine)
+
+    def _rollout_engine(self, name: str) -> RolloutEngine:
+        if name != VLLMEngine.name:
+            return ENGINES[name](self.rollout_model, self.tokenizer)
+        # vLLM decodes in the training precision's decode dtype: bf16 where training is bf16, as the rollout copy would
+        return VLLMEngine(self.rollout_model, self.tokenizer, dtype=torch.bfloat16 if self.train_in_bf16 else torch.float32,
+                          kv_cache_gb=self.config.rollout.vllm_kv_cache_gb, sleep_between_calls=True,
+                          weights=self.rollout_weights())
 
     def _with_adapters(self, policy, resume_from: Path | None):
         from peft import LoraConfig, PeftModel, get_peft_model
@@ -94,12 +103,14 @@ class PolicyModels:
         return get_peft_model(policy, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                                                  target_modules=lora.target_modules, task_type="CAUSAL_LM"))
 
-    def _rollout_copy(self, device):
+    def _rollout_copy(self, device, decodes_itself: bool):
         """A copy for generation: in bf16, which decodes about 2x faster while training keeps fp32 master weights;
         and under FSDP a whole one, gathered from the shards once per step (`sync_rollout_model`), not per token.
-        Otherwise the policy itself."""
-        bf16_copy = self.dtype == "bf16" and not self.lora
-        if not bf16_copy and self.sharding is None:
+        Otherwise the policy itself. An engine with weights of its own (vLLM: not `decodes_itself`) needs neither;
+        under LoRA and FSDP the whole copy stays, as what the saves merge the adapters into."""
+        bf16_copy = self.dtype == "bf16" and not self.lora and decodes_itself
+        whole_copy = self.sharding is not None and (decodes_itself or self.lora)
+        if not bf16_copy and not whole_copy:
             return self.policy
         if bf16_copy:
             warn_if_bf16_is_emulated(self.dtype)
@@ -200,13 +211,39 @@ class PolicyModels:
 
     @torch.no_grad()
     def sync_rollout_model(self) -> None:
-        """The rollout copy takes the updated weights, gathered one tensor at a time under FSDP."""
+        """The rollout copy takes the updated weights, gathered one tensor at a time under FSDP; then an engine with
+        weights of its own (vLLM) takes them from it."""
         policy = self.unwrapped()
-        if self.rollout_model is policy:
+        if self.rollout_model is not policy:
+            for target, source in zip(self.rollout_model.parameters(), policy.parameters()):
+                if source.requires_grad:  # frozen ones (a LoRA base) never change
+                    target.copy_(gathered(source))
+        if isinstance(self.rollout_engine, VLLMEngine):
+            self.rollout_engine.load_weights(self.rollout_weights())
+
+    @torch.no_grad()
+    def rollout_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """The rollout model's weights as a plain model of its architecture names them, one whole tensor at a time:
+        gathered from FSDP2 shards (a collective: every process reads them all, in order), LoRA adapters merged in
+        (`W + scaling * B @ A`, in fp32). vLLM reloads all of them: its CPU build repacks a layer only whole."""
+        if not self.lora:
+            for name, param in self.rollout_model.named_parameters():
+                yield name, gathered(param.detach())
             return
-        for target, source in zip(self.rollout_model.parameters(), policy.parameters()):
-            if source.requires_grad:  # frozen ones (a LoRA base) never change
-                target.copy_(gathered(source))
+        from peft.tuners.lora import LoraLayer
+
+        base = self.rollout_model.get_base_model()
+        adapted = {name: module for name, module in base.named_modules() if isinstance(module, LoraLayer)}
+        for name, param in base.named_parameters():
+            if any(part.startswith("lora_") for part in name.split(".")):
+                continue
+            owner, _, leaf = name.rpartition(".")
+            tensor = gathered(param.detach())
+            if owner.endswith(".base_layer"):
+                owner = owner.removesuffix(".base_layer")
+                if leaf == "weight":
+                    tensor = tensor.float() + _lora_delta(adapted[owner])
+            yield f"{owner}.{leaf}", tensor
 
     # ---- saves ------------------------------------------------------------------------------------
 
@@ -246,3 +283,10 @@ class PolicyModels:
         load_optimizer_state(self.raw_optimizer(), optimizer_state_from_files(folder, "optimizer"))
         self.scheduler.load_state_dict(scheduler_state)
         reapply_lr_schedule(self.scheduler)
+
+
+def _lora_delta(layer) -> torch.Tensor:
+    """What a LoRA layer's active adapters add to its base weight, in fp32."""
+    delta = sum(layer.scaling[adapter] * (gathered(layer.lora_B[adapter].weight).float() @ gathered(layer.lora_A[adapter].weight).float())
+                for adapter in layer.active_adapters)
+    return delta.T if layer.fan_in_fan_out else delta

@@ -30,7 +30,8 @@ RESUMABLE_FIELDS = (
     "training.share_prompt_prefix",
     "model.gradient_checkpointing",
     "rollout.batch_size",
-    "rollout.engine",
+    "rollout.engine",  # among engines that decode the same tokens: a switch to or from vllm is refused (trainer)
+    "rollout.vllm_kv_cache_gb",
     # AAPA's discriminator may move: the trainer checks its contents by the checksum each checkpoint records
     "algorithm.anchor.path",
 )

@@ -26,6 +26,7 @@ class TrainerState:
     scheduler: dict = field(default_factory=dict)
     dtype: str | None = None  # None in checkpoints saved before it was recorded
     anchor: dict | None = None  # AAPA's discriminator: its folder and manifest checksum (FrozenAnchor.identity)
+    engine: str | None = None  # the rollout engine that sampled (resolved from `auto`)
     rng: dict = field(default_factory=dict)
 
     def save(self, folder: Path) -> None:

@@ -82,6 +82,7 @@ class StepOutput:
     skipped_updates: int = 0
     adversarial: AdversarialScores | None = None
     anchor: AnchorScores | None = None
+    engine_logp_diff: tuple[float, float] | None = None  # (max, mean) over the rollout tokens
     disc_accuracy: tuple[float, float] | None = None  # on expert rows, on policy rows
     disc_update: DiscriminatorUpdate | None = None
     generated_tokens_per_s: float = 0.0
@@ -99,6 +100,8 @@ class StepOutput:
                         M.LENGTH_MEAN: float(np.mean(r.lengths)), M.LENGTH_MIN: float(min(r.lengths)),
                         M.LENGTH_MAX: float(max(r.lengths)), M.TRUNCATED_FRAC: r.truncated_frac})
         out[M.LR] = self.lr
+        if self.engine_logp_diff is not None:
+            out[M.ENGINE_LOGP_DIFF_MAX], out[M.ENGINE_LOGP_DIFF_MEAN] = self.engine_logp_diff
         optional = {M.ENTROPY: self.entropy, M.C_BATCH: self.c_batch, M.LOSS_RL: self.losses.rl, M.LOSS_SFT: self.losses.sft,
                     M.CLIP_LOW_FRAC: self.losses.clip_low_frac, M.CLIP_HIGH_FRAC: self.losses.clip_high_frac, M.KL: self.losses.kl,
                     M.GRAD_NORM: self.grad_norm}
@@ -285,6 +288,7 @@ class TrainingStep:
                 out.losses = self.backward(layout, first, advantages, weights, with_carried=iteration == 0)
             if iteration == 0:  # every row has been forwarded once, before any update
                 out.entropy, out.c_batch = first.entropy(), first.c_batch(ctx.global_sum)
+                out.engine_logp_diff = self.engine_logp_diff(rows.rows, first)
             with timed(timings, M.TIME_OPTIMIZER):
                 self.optimizer_step(state, out)
         with timed(timings, M.TIME_OPTIMIZER):
@@ -335,7 +339,8 @@ class TrainingStep:
         task_rewards = torch.cat([flat_rewards[:n].view(groups, r.num_generations), flat_rewards[n:].view(groups, member.size)], dim=1)
         rows = []
         for g, ids in enumerate(prompt_ids):
-            rows += [TrainRow(ids, c.completion_ids, ROLLOUT) for c in completions[g * r.num_generations : (g + 1) * r.num_generations]]
+            rows += [TrainRow(ids, c.completion_ids, ROLLOUT, c.logprobs)
+                     for c in completions[g * r.num_generations : (g + 1) * r.num_generations]]
             rows += [TrainRow(ids, m, EXPERT_MEMBER) for m in members[g * member.size : (g + 1) * member.size]]
 
         all_rewards = ctx.gather(flat_rewards[:n].to(ctx.device))
@@ -361,6 +366,18 @@ class TrainingStep:
         totals, per_function = score(self.context.rewards, [e.prompt for e in examples], completions_arg, columns,
                                      rows=[e.where for e in examples])
         return torch.tensor(totals, dtype=torch.float32), per_function
+
+    def engine_logp_diff(self, rows: list[TrainRow], first: FirstPass) -> tuple[float, float] | None:
+        """The largest and the mean |engine log-prob - trainer log-prob| of the sampled tokens, over every process.
+        Under top-k or top-p an engine may renormalize over the kept tokens (vLLM does), so only without them."""
+        r = self.context.config.rollout
+        sampled = [(i, row.sampling_logprobs) for i, row in enumerate(rows) if row.kind == ROLLOUT and row.sampling_logprobs]
+        if r.top_k or r.top_p < 1.0 or not sampled:
+            return None
+        diffs = torch.cat([(first.old_logp[i, : len(lp)].cpu() - torch.tensor(lp)).abs() for i, lp in sampled])
+        ctx = self.context
+        largest = ctx.gather(diffs.max().reshape(1).to(ctx.device)).max().item()
+        return largest, ctx.global_sum(diffs.sum().item()) / ctx.global_sum(len(diffs))
 
     # ---- 3. first pass: what the advantages need before any loss ----------------------------------
 

@@ -21,6 +21,7 @@ from uniapl import metric_names as M
 from uniapl.algorithms.dual import Multiplier
 from uniapl.config import UniAPLConfig
 from uniapl.errors import ConfigError, UniaplError
+from uniapl.generation import VLLMEngine
 from uniapl.io import check_output_folder
 from uniapl.models import load_tokenizer, resolve_dtype
 from uniapl.rewards import WeightedReward, resolve_reward
@@ -142,7 +143,8 @@ class UniAPLTrainer:
                 tensors, meta = rng_state()
                 save_file(tensors, str(folder / "rng.safetensors"))
                 dataclasses.replace(self.state, multiplier=self.multiplier.state_dict(), scheduler=self.models.scheduler.state_dict(),
-                                    dtype=self.models.dtype, anchor=self.anchor.identity() if self.anchor else None, rng=meta).save(folder)
+                                    dtype=self.models.dtype, anchor=self.anchor.identity() if self.anchor else None,
+                                    engine=self.models.rollout_engine.name, rng=meta).save(folder)
 
             save_checkpoint_folder(self.checkpoint_dir, self.state.global_step, fill, self.config, self.config.training.save_total_limit)
         self.accelerator.wait_for_everyone()
@@ -194,6 +196,9 @@ class UniAPLTrainer:
         resume_from, saved = self._resume_point(resume)
         set_seed(cfg.training.seed)  # the discriminator's initialization, dropout and any other global RNG use
         self.models.build(resume_from / "model" if resume_from else None, before_adapters=self._build_discriminator)
+        if saved and saved.engine and (saved.engine == VLLMEngine.name) != (self.models.rollout_engine.name == VLLMEngine.name):
+            raise ConfigError(f"--resume: {resume_from} sampled its rollouts with the {saved.engine} engine and this run would "
+                              f"with {self.models.rollout_engine.name}, whose tokens differ; resume with rollout.engine={saved.engine}")
         context = self._step_context()
         stages = cfg.stages()
         self.output_dir.mkdir(parents=True, exist_ok=True)
