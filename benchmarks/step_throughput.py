@@ -25,6 +25,12 @@ first `--anchor-demos` demonstrations of `--data` against the model's own sample
 kept in runs/bench/ for later runs. What it costs beside `ours-grpo` is the anchoring reward's price:
 
     python benchmarks/step_throughput.py --systems ours-grpo,ours-grpo-aapa
+
+A system named `...-vllm` draws its rollouts from vLLM (`rollout.engine: vllm`; TRL's `use_vllm` in its colocate
+mode), in the environment `bash scripts/setup.sh --vllm` makes (.venv-vllm; TRL goes in with
+`.venv-vllm/bin/pip install --no-deps trl==1.16.0`):
+
+    python benchmarks/step_throughput.py --systems ours-grpo,ours-grpo-vllm,ours-uniapl-vllm,trl-grpo,trl-grpo-vllm
 """
 
 from __future__ import annotations
@@ -41,7 +47,8 @@ import time
 from pathlib import Path
 
 SYSTEMS = ("ours-grpo", "ours-uniapl", "trl-grpo")
-OPTIONAL_SYSTEMS = ("ours-uniapl-fsdp2", "ours-grpo-aapa")
+OPTIONAL_SYSTEMS = ("ours-uniapl-fsdp2", "ours-grpo-aapa", "ours-grpo-vllm", "ours-uniapl-vllm", "trl-grpo-vllm")
+VLLM = "-vllm"  # a system name's suffix: rollouts from vLLM, in the vLLM environment
 FSDP2 = "-fsdp2"  # a system name's suffix: that system as one process under FSDP2
 FSDP2_LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
                 str(Path(__file__).resolve().parent.parent / "configs" / "accelerate" / "fsdp2.yaml"), "--num_processes", "1"]
@@ -49,6 +56,7 @@ PHASES = ("generation", "scoring", "first_pass", "backward", "optimizer")
 RESULT_PREFIX = "RESULT "
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data" / "if_train.jsonl"
+VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 
 
 def parse_args(argv: list[str] | None = None, defaults: dict | None = None) -> argparse.Namespace:
@@ -112,7 +120,7 @@ def summarize(step_times: list[float], lengths: list[float], n_sequences: int, p
     }
 
 
-def run_ours(algorithm: str, args: argparse.Namespace, device: str) -> dict:
+def run_ours(algorithm: str, engine: str, args: argparse.Namespace, device: str) -> dict:
     from uniapl import UniAPLConfig, UniAPLTrainer
     from uniapl.rewards.ifeval import ifeval_partial
 
@@ -120,8 +128,9 @@ def run_ours(algorithm: str, args: argparse.Namespace, device: str) -> dict:
         import uniapl.generation.engines as engines
         import uniapl.generation.vllm_engine as vllm_engine
 
-        never = lambda model, tokenizer: [-1]  # noqa: E731 -- no token ends a rollout: each runs to max_new_tokens
-        engines.eos_token_ids = vllm_engine.eos_token_ids = never
+        # no token ends a rollout: each runs to max_new_tokens (vLLM, without a tokenizer, stops at its stop ids alone)
+        engines.eos_token_ids = lambda model, tokenizer: [-1]
+        vllm_engine.eos_token_ids = lambda model, tokenizer: []
 
     rows = dataset_rows(args.data, args.prompts)
     with tempfile.TemporaryDirectory(prefix="bench-uniapl-") as out:
@@ -130,7 +139,7 @@ def run_ours(algorithm: str, args: argparse.Namespace, device: str) -> dict:
                 "model": {"name": args.model, "dtype": args.dtype},
                 "rewards": [{"name": "ifeval_partial"}],
                 "rollout": {"num_generations": args.generations, "max_new_tokens": args.max_new_tokens,
-                            "temperature": 1.0, "top_p": 1.0, "top_k": 0},
+                            "temperature": 1.0, "top_p": 1.0, "top_k": 0, "engine": engine},
                 "algorithm": {"name": algorithm, "beta_kl": 0.0, "anchor": {"path": args.anchor}},
                 "training": {"prompts_per_step": args.prompts, "demos_per_step": args.prompts, "max_steps": args.steps + 1,
                              "learning_rate": 1e-6, "seed": args.seed, "tensorboard": False, "progress": False,
@@ -146,7 +155,7 @@ def run_ours(algorithm: str, args: argparse.Namespace, device: str) -> dict:
     return result
 
 
-def run_trl(args: argparse.Namespace, device: str) -> dict:
+def run_trl(args: argparse.Namespace, device: str, use_vllm: bool) -> dict:
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
@@ -192,13 +201,16 @@ def run_trl(args: argparse.Namespace, device: str) -> dict:
 
     rows = dataset_rows(args.data, args.prompts)
     with tempfile.TemporaryDirectory(prefix="bench-trl-") as out:
-        generation_kwargs = {"min_new_tokens": args.max_new_tokens} if args.length == "fixed" else None
+        # the same knob under each generator: transformers' GenerationConfig, or vLLM's SamplingParams
+        generation_kwargs = {"min_tokens" if use_vllm else "min_new_tokens": args.max_new_tokens} if args.length == "fixed" else None
+        # on a CPU vLLM's "GPU memory" share is of the RAM, for its KV cache: 0.15 of 24 GB holds the step's rollouts
+        vllm = {"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.15} if use_vllm else {}
         config = GRPOConfig(
             output_dir=out, use_cpu=device == "cpu", bf16=args.dtype == "bf16",
             per_device_train_batch_size=args.prompts * args.generations, num_generations=args.generations,
             max_completion_length=args.max_new_tokens, max_steps=args.steps + 1, learning_rate=1e-6, beta=0.0,
             temperature=1.0, top_p=1.0, top_k=0, gradient_checkpointing=args.trl_gradient_checkpointing, report_to=[], logging_steps=1,
-            save_strategy="no", disable_tqdm=True, seed=args.seed, generation_kwargs=generation_kwargs,
+            save_strategy="no", disable_tqdm=True, seed=args.seed, generation_kwargs=generation_kwargs, **vllm,
         )
         train = [{"prompt": r["prompt"], "instruction_id_list": r["instruction_id_list"], "kwargs_json": json.dumps(r["kwargs"])}
                  for r in rows]
@@ -223,8 +235,12 @@ def run_one(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    algorithm = args.only.removeprefix("ours-").removesuffix(FSDP2).replace("-", "_")
-    result = run_trl(args, device) if args.only == "trl-grpo" else run_ours(algorithm, args, device)
+    use_vllm = args.only.endswith(VLLM)
+    if args.only.startswith("trl-"):
+        result = run_trl(args, device, use_vllm)
+    else:
+        algorithm = args.only.removeprefix("ours-").removesuffix(FSDP2).removesuffix(VLLM).replace("-", "_")
+        result = run_ours(algorithm, "vllm" if use_vllm else "auto", args, device)
     result.update(
         system=args.only, device=device, peak_memory_mb=peak_memory_mb(device), torch=torch.__version__,
         transformers=transformers.__version__, threads=torch.get_num_threads(),
@@ -233,7 +249,10 @@ def run_one(args: argparse.Namespace) -> None:
 
 
 def child_command(system: str, args: argparse.Namespace, script: str, extra: list[str]) -> list[str]:
-    command = [*(FSDP2_LAUNCH if system.endswith(FSDP2) else [sys.executable]), script, "--only", system, *extra]
+    if system.endswith(VLLM) and not VLLM_PYTHON.exists():
+        raise SystemExit(f"{system} runs in {VLLM_PYTHON.parent.parent}: set it up with `bash scripts/setup.sh --vllm`")
+    python = str(VLLM_PYTHON) if system.endswith(VLLM) else sys.executable
+    command = [*(FSDP2_LAUNCH if system.endswith(FSDP2) else [python]), script, "--only", system, *extra]
     for flag in ("steps", "prompts", "generations", "max_new_tokens", "length", "data", "model", "dtype", "device", "seed",
                  "threads", "micro_batch_size", "anchor"):
         value = getattr(args, flag)
