@@ -128,9 +128,17 @@ def run_ours(algorithm: str, engine: str, args: argparse.Namespace, device: str)
         import uniapl.generation.engines as engines
         import uniapl.generation.vllm_engine as vllm_engine
 
-        # no token ends a rollout: each runs to max_new_tokens (vLLM, without a tokenizer, stops at its stop ids alone)
+        # no token ends a rollout: each runs to max_new_tokens (vLLM also stops at the config's EOS unless told not to)
         engines.eos_token_ids = lambda model, tokenizer: [-1]
         vllm_engine.eos_token_ids = lambda model, tokenizer: []
+        sampling_params = vllm_engine.VLLMEngine._sampling_params
+
+        def ignoring_eos(engine, params, seed):
+            vllm_params = sampling_params(engine, params, seed)
+            vllm_params.ignore_eos = True
+            return vllm_params
+
+        vllm_engine.VLLMEngine._sampling_params = ignoring_eos
 
     rows = dataset_rows(args.data, args.prompts)
     with tempfile.TemporaryDirectory(prefix="bench-uniapl-") as out:

@@ -154,7 +154,7 @@ def test_bad_inputs_fail_before_any_training(tmp_path, monkeypatch):
         compare(config, tmp_path / "grid", CompareSettings(("sft", "no_such_algorithm"), (1,), expert=str(data)))
     with pytest.raises(UniaplError, match="held-out prompts"):
         compare(config, tmp_path / "grid", CompareSettings(("sft",), (1,), expert=str(data), heldout=str(tmp_path / "none.jsonl")))
-    with pytest.raises(UniaplError, match="steps that can be skipped: heldout, ifeval, analyze, report"):
+    with pytest.raises(UniaplError, match="steps that can be skipped: heldout, ifeval, ifbench, analyze, report"):
         compare(config, tmp_path / "grid", CompareSettings(("sft",), (1,), expert=str(data), skip=("train",)))
 
 
@@ -189,3 +189,19 @@ def test_tiny_grid_end_to_end_and_resume(tmp_path, capsys):
     log = capsys.readouterr().out
     assert log.count("already done, skipped") == 4 * len(runs)
     assert {run: (run / "final" / "config.json").stat().st_mtime_ns for run in runs} == stamps
+
+
+def test_ifbench_responses_join_the_results(tmp_path, capsys):
+    """--ifbench: every final model's greedy responses to IFBench's 300 prompts, into final/ifbench, once."""
+    data = instruction_rows(tmp_path / "data.jsonl")
+    out = tmp_path / "grid"
+    argv = ["compare", tiny_config(tmp_path, data), "--algorithms", "grpo", "--seeds", "1", "--out", str(out), "--expert", str(data),
+            "--eval-limit", "2", "--eval-max-new-tokens", "4", "--eval-batch-size", "100", "--dtype", "fp32", "--skip", "analyze",
+            "--ifbench"]
+    assert main(argv) == 0
+    summary = json.loads((out / "grpo-seed1" / "final" / "ifbench" / "ifbench_summary.json").read_text())
+    assert summary["n_prompts"] == 300 and summary["scores"] is None and summary["max_new_tokens"] == 4
+    assert len((out / "grpo-seed1" / "final" / "ifbench" / "ifbench_responses.jsonl").read_text().splitlines()) == 300
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "grpo-seed1: ifbench: already done, skipped" in capsys.readouterr().out

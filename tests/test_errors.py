@@ -75,7 +75,7 @@ def test_missing_model_folder(tiny_overrides, tmp_path, capsys):
 
 def test_rl_without_a_reward(tiny_overrides, capsys):
     err = run_cli(capsys, train_args(tiny_overrides + ["rewards=[]", "algorithm.name=grpo"]))
-    assert "rewards: algorithm 'grpo' runs RL and needs at least one reward function" in err
+    assert "rewards: algorithm 'grpo' runs RL on the task reward and needs at least one reward function" in err
 
 
 @pytest.mark.parametrize("has_bf16, warns", [(False, True), (True, False)])

@@ -46,7 +46,11 @@ def trainer(tmp_path_factory):
     trl_trainer = GRPOTrainer(model=resolve_model_path("tiny-random-smollm2"), reward_funcs=no_commas, args=config, train_dataset=prompts)
     trl_trainer.model.train()
     trl_trainer.current_gradient_accumulation_steps = 1  # set by the training loop, read by the loss
-    return trl_trainer
+    yield trl_trainer
+    # TRL's Accelerator set the process-wide state to bf16; later tests build uniapl's own (mixed_precision="no")
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
 
 
 def fixed_batch():

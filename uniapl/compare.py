@@ -23,6 +23,7 @@ from uniapl.analysis.report import EVAL_JSON, HELDOUT_DIR, write_report
 from uniapl.config import flatten
 from uniapl.errors import UniaplError
 from uniapl.generation import SamplingParams
+from uniapl.ifeval.ifbench import SUMMARY_FILE as IFBENCH_SUMMARY
 from uniapl.io import read_json
 
 
@@ -41,12 +42,17 @@ class CompareSettings:
     heldout: str | None = None  # held-out constraint prompts, evaluated greedily into final/heldout
     skip: tuple[str, ...] = ()  # steps left out, from SKIPPABLE_STEPS
     smoothing_window: int = DEFAULT_SMOOTHING_WINDOW  # of the report's curves
+    eval_engine: str = "plain"  # the decode loop of the greedy evaluations (IFEval, held-out, IFBench)
+    ifbench: bool = False  # also IFBench's 300 prompts, greedy, responses only (final/ifbench)
 
 
 # "report": for several compare commands that fill one grid side by side (one per CPU lane): each would rewrite
 # OUT/report with only its own runs, at the same time as the others; one last command reports on them all.
-RESULT_STEPS = ("heldout", "ifeval", "analyze")  # in the order they run, after training
+RESULT_STEPS = ("heldout", "ifeval", "ifbench", "analyze")  # in the order they run, after training
 SKIPPABLE_STEPS = (*RESULT_STEPS, "report")
+
+
+IFBENCH_DIR = "ifbench"
 
 
 def run_dir(out: Path, algorithm: str, seed: int) -> Path:
@@ -73,7 +79,15 @@ def evaluate_run(final: Path, settings: CompareSettings, data: str | None = None
     from uniapl.ifeval import run_ifeval
 
     run_ifeval(str(final), out_dir=str(out_dir or final), limit=None if data else settings.eval_limit, batch_size=settings.eval_batch_size,
-               dtype=settings.dtype, max_new_tokens=settings.eval_max_new_tokens, data=data)
+               dtype=settings.dtype, max_new_tokens=settings.eval_max_new_tokens, data=data, engine=settings.eval_engine)
+
+
+def ifbench_run(final: Path, settings: CompareSettings) -> None:
+    """IFBench's prompts, greedy, into final/ifbench: responses for whoever has its checkers."""
+    from uniapl.ifeval.ifbench import run_ifbench
+
+    run_ifbench(str(final), final / IFBENCH_DIR, batch_size=settings.eval_batch_size, dtype=settings.dtype,
+                max_new_tokens=settings.eval_max_new_tokens, engine=settings.eval_engine)
 
 
 def analysis_settings(settings: CompareSettings) -> AnalysisSettings:
@@ -87,12 +101,16 @@ def analyze_run(final: Path, settings: CompareSettings) -> None:
     analyze_model(str(final), settings.expert, final / "analysis", settings=analysis_settings(settings))
 
 
-def eval_request(settings: CompareSettings, data: str | None = None) -> dict:
-    """What an IFEval or held-out score depends on, under the names its scores JSON records them."""
+def eval_request(settings: CompareSettings, data: str | None = None, ifbench: bool = False) -> dict:
+    """What an IFEval, held-out or IFBench result depends on, under the names its JSON records them (the default
+    engine is not recorded)."""
+    from uniapl.ifeval.ifbench import load_ifbench
     from uniapl.ifeval.prompts import load_ifeval
+    from uniapl.ifeval.runner import DEFAULT_ENGINE
 
-    return {"max_new_tokens": settings.eval_max_new_tokens, "dtype": settings.dtype,
-            "n_prompts": len(load_ifeval(data, None if data else settings.eval_limit))}
+    n_prompts = len(load_ifbench()) if ifbench else len(load_ifeval(data, None if data else settings.eval_limit))
+    request = {"max_new_tokens": settings.eval_max_new_tokens, "dtype": settings.dtype, "n_prompts": n_prompts}
+    return request if settings.eval_engine == DEFAULT_ENGINE else {**request, "engine": settings.eval_engine}
 
 
 def analysis_request(settings: CompareSettings) -> dict:
@@ -128,16 +146,19 @@ def compare(config_path: str | Path, out: str | Path, settings: CompareSettings,
         raise UniaplError(f"held-out prompts '{settings.heldout}' do not exist (--heldout)")
     # build every config first, so a bad algorithm name or override fails before hours of training
     configs = {(a, s): run_config(config_path, out, a, s, settings.overrides) for a in settings.algorithms for s in settings.seeds}
-    steps = [name for name in RESULT_STEPS if name not in settings.skip and (name != "heldout" or settings.heldout)]
-    requests = {name: analysis_request(settings) if name == "analyze" else eval_request(settings, settings.heldout if name == "heldout" else None)
-                for name in steps}
+    wanted = {"heldout": bool(settings.heldout), "ifbench": settings.ifbench}
+    steps = [name for name in RESULT_STEPS if name not in settings.skip and wanted.get(name, True)]
+    requests = {name: analysis_request(settings) if name == "analyze"
+                else eval_request(settings, settings.heldout if name == "heldout" else None, ifbench=name == "ifbench") for name in steps}
     for (algorithm, seed), config in configs.items():
         run = run_dir(out, algorithm, seed)
         final = run / "final"
         heldout = final / HELDOUT_DIR
-        results = {"heldout": heldout / EVAL_JSON, "ifeval": final / EVAL_JSON, "analyze": final / "analysis" / ANALYSIS_JSON}
+        results = {"heldout": heldout / EVAL_JSON, "ifeval": final / EVAL_JSON, "ifbench": final / IFBENCH_DIR / IFBENCH_SUMMARY,
+                   "analyze": final / "analysis" / ANALYSIS_JSON}
         actions = {"train": lambda: train_run(config), "heldout": lambda: evaluate_run(final, settings, data=settings.heldout, out_dir=heldout),
-                   "ifeval": lambda: evaluate_run(final, settings), "analyze": lambda: analyze_run(final, settings)}
+                   "ifeval": lambda: evaluate_run(final, settings), "ifbench": lambda: ifbench_run(final, settings),
+                   "analyze": lambda: analyze_run(final, settings)}
         done = {name: result_done(results[name], requests[name]) for name in steps}
         # a run restored from its published results, without weights, is not trained again
         done = {"train": (final / "config.json").is_file() or (bool(steps) and all(done.values())), **done}

@@ -48,6 +48,12 @@ def add_dtype_argument(parser, default: str = "auto") -> None:
                         help="auto: bf16 where the hardware runs it natively, else fp32 (default: %(default)s)")
 
 
+def add_engine_argument(parser, flag: str = "--engine") -> None:
+    """The decode loop of greedy evaluation: the same tokens from each, up to rounding; vllm needs .venv-vllm."""
+    parser.add_argument(flag, default="plain", choices=["plain", "compiled", "vllm"],
+                        help="the decode loop: plain (CPUs), compiled (GPUs) or vllm (in .venv-vllm: docs/vllm.md) (default: %(default)s)")
+
+
 def add_smoothing_argument(parser) -> None:
     """The same --smooth for every report."""
     from uniapl.analysis import DEFAULT_SMOOTHING_WINDOW

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from uniapl.cli import add_dtype_argument, add_smoothing_argument, require_at_least
+from uniapl.cli import add_dtype_argument, add_engine_argument, add_smoothing_argument, require_at_least
 from uniapl.errors import UniaplError
 
 
@@ -36,9 +36,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--analysis-reward", default="ifeval_strict", help="verifier for the analysis pass rate ('none' for none)")
     p.add_argument("--heldout", default=None, help="held-out constraint prompts (e.g. data/if_heldout.jsonl) to evaluate each run on, "
                    "greedily, into final/heldout: what tuning may look at")
-    p.add_argument("--skip", default="", help="comma-separated steps to leave out: heldout, ifeval, analyze (tuning runs skip ifeval), report (when several "
+    p.add_argument("--skip", default="", help="comma-separated steps to leave out: heldout, ifeval, ifbench, analyze (tuning runs skip ifeval), report (when several "
                    "compare commands fill one --out side by side, so they do not overwrite each other's report)")
     add_dtype_argument(p)  # for evaluation and analysis
+    add_engine_argument(p, "--eval-engine")
+    p.add_argument("--ifbench", action="store_true", help="also IFBench's 300 prompts, greedy, responses only (its checkers are not "
+                   "on PyPI), into final/ifbench")
     add_smoothing_argument(p)
     p.set_defaults(func=run)
 
@@ -66,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
         heldout=args.heldout,
         skip=tuple(step.strip() for step in args.skip.split(",") if step.strip()),
         smoothing_window=args.smooth,
+        eval_engine=args.eval_engine,
+        ifbench=args.ifbench,
     )
     compare(args.config, args.out, settings)
     return 0

