@@ -86,6 +86,20 @@ def test_results_table_gives_no_standard_error_for_one_seed(tmp_path):
     assert "- uniapl − grpo, held-out reward: +0.0500 (no standard error: n=1 and 1)" in out
 
 
+def test_the_second_grid_reads_its_own_folder_and_compares_staged_aapa_too(tmp_path):
+    runs = tmp_path / "runs/repro2"
+    for lr, reward in (("1e-5", 0.40), ("3e-5", 0.45)):
+        write_json(runs / f"tune/lr{lr}/staged_aapa-seed0/final/heldout/ifeval_scores.json", heldout_scores(reward))
+    assert script("select_lr.py", "--runs", "runs/repro2", "--algorithm", "staged_aapa", cwd=tmp_path).stdout.strip() == "3e-05"
+    missing = script("select_lr.py", "--algorithm", "staged_aapa", cwd=tmp_path, check=False)  # the first grid's folder
+    assert missing.returncode != 0 and "runs/repro/tune" in missing.stderr
+    for algorithm, reward in (("sft_then_grpo", 0.40), ("staged_aapa", 0.43)):
+        write_json(runs / f"grid/{algorithm}-seed1/final/heldout/ifeval_scores.json", heldout_scores(reward))
+    out = script("results_table.py", "--runs", "runs/repro2", cwd=tmp_path).stdout
+    assert "- staged_aapa − sft_then_grpo, held-out reward: +0.0300 (no standard error: n=1 and 1)" in out
+    assert "uniapl −" not in out
+
+
 def published_files(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 

@@ -1,11 +1,13 @@
 """The results table of docs/results.md, from the grid's result files: mean ± standard error over seeds.
 
-Reads runs/repro/grid/<algorithm>-seed<s>/final (IFEval scores, held-out scores, analysis), the start model
-(runs/repro/start/final) and the echo floor (runs/repro/echo/final), as scripts/repro/run.sh leaves them.
-Also prints UniAPL's differences from GRPO and from SFT-then-GRPO with their standard errors, unpaired and
-paired by seed (a seed fixes the data order, so the same seed of two algorithms saw the same prompts).
+Reads <runs>/grid/<algorithm>-seed<s>/final (IFEval scores, held-out scores, analysis), the start model
+(<runs>/start/final) and the echo floor (<runs>/echo/final), as scripts/repro/run.sh and scripts/repro2/run.sh
+leave them. Also prints the differences of UniAPL (and of staged AAPA) from GRPO and from SFT-then-GRPO with
+their standard errors, unpaired and paired by seed (a seed fixes the data order, so the same seed of two
+algorithms saw the same prompts).
 
     python scripts/repro/results_table.py
+    python scripts/repro/results_table.py --runs runs/repro2     # the second grid
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ COLUMNS = [
     ("log-prob W1", "analysis/analysis.json", ("mean_token_logprob", "distance", "wasserstein_1"), False),
     ("log-prob KS", "analysis/analysis.json", ("mean_token_logprob", "distance", "ks_statistic"), False),
 ]
-ALGORITHMS = ["grpo", "sft_then_grpo", "uniapl", "uniapl_no_adv", "sft", "chord", "luffy", "uniapl_fixed_lambda"]
+ALGORITHMS = ["grpo", "sft_then_grpo", "uniapl", "uniapl_no_adv", "staged_aapa", "grpo_aapa", "sft", "chord", "luffy",
+              "uniapl_fixed_lambda"]
+OURS = ["uniapl", "staged_aapa"]  # compared with each baseline below
 COMPARED = [("IFEval prompt strict", True), ("IFEval inst strict", True), ("held-out reward", False)]
 
 
@@ -55,14 +59,14 @@ def row_values(finals: list[Path]) -> dict[str, list[float | None]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--grid", default="runs/repro/grid")
+    parser.add_argument("--runs", default="runs/repro", type=Path, help="the grid's folder: its grid/, start/ and echo/")
     parser.add_argument("--seeds", default="1,2,3")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    rows = {"start model (SmolLM2-135M-Instruct)": row_values([Path("runs/repro/start/final")]),
-            "echo the prompt (floor)": row_values([Path("runs/repro/echo/final")])}
+    rows = {"start model (SmolLM2-135M-Instruct)": row_values([args.runs / "start" / "final"]),
+            "echo the prompt (floor)": row_values([args.runs / "echo" / "final"])}
     for algorithm in ALGORITHMS:
-        finals = [Path(args.grid) / f"{algorithm}-seed{s}" / "final" for s in seeds]
+        finals = [args.runs / "grid" / f"{algorithm}-seed{s}" / "final" for s in seeds]
         if any(f.is_dir() for f in finals):
             rows[algorithm] = row_values(finals)
     percent = {header: pct for header, _, _, pct in COLUMNS}
@@ -71,22 +75,22 @@ def main() -> None:
     for name, values in rows.items():
         print(f"| {name} | " + " | ".join(format_mean(values[h], percent[h]) for h, *_ in COLUMNS) + " |")
     print()
-    for other in ("grpo", "sft_then_grpo"):
-        if "uniapl" not in rows or other not in rows:
+    for ours, other in [(ours, other) for ours in OURS for other in ("grpo", "sft_then_grpo")]:
+        if ours not in rows or other not in rows:
             continue
         for header, pct in COMPARED:
-            a, b = mean_and_standard_error(rows["uniapl"][header]), mean_and_standard_error(rows[other][header])
+            a, b = mean_and_standard_error(rows[ours][header]), mean_and_standard_error(rows[other][header])
             if a["mean"] is None or b["mean"] is None:
                 continue
             scale, digits = (100, 2) if pct else (1, 4)
-            line = f"- uniapl − {other}, {header}: {scale * (a['mean'] - b['mean']):+.{digits}f}"
+            line = f"- {ours} − {other}, {header}: {scale * (a['mean'] - b['mean']):+.{digits}f}"
             if a["stderr"] is None or b["stderr"] is None:  # one seed has no spread to compare against
                 line += f" (no standard error: n={a['n']} and {b['n']})"
             else:
                 se = scale * math.sqrt(a["stderr"] ** 2 + b["stderr"] ** 2)
                 line += f" ± {se:.{digits}f} (standard error of the difference; n={a['n']} and {b['n']})"
             paired = mean_and_standard_error(
-                [x - y for x, y in zip(rows["uniapl"][header], rows[other][header]) if x is not None and y is not None]
+                [x - y for x, y in zip(rows[ours][header], rows[other][header]) if x is not None and y is not None]
             )
             if paired["stderr"] is not None:
                 line += f"; paired by seed: {scale * paired['mean']:+.{digits}f} ± {scale * paired['stderr']:.{digits}f} (n={paired['n']})"

@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# The second grid of docs/results.md ("The second grid: a rule-assisted teacher", issue 26), end to end:
+#   bash scripts/repro2/run.sh data           # the rule-assisted demonstrations (data/DATACARD.md), then data/rule_assisted/
+#   bash scripts/repro2/run.sh epsilon        # UniAPL's budget: the start policy's per-token NLL on them (into base.yaml by hand)
+#   bash scripts/repro2/run.sh discriminator  # AAPA's discriminator on them (minilm; ngram and policy for the analysis)
+#   bash scripts/repro2/run.sh tune           # each algorithm at each learning rate, seed 0, held-out split only
+#   bash scripts/repro2/run.sh start          # the start model and the echo floor, with the same settings
+#   bash scripts/repro2/run.sh grid           # each algorithm at its tuned learning rate, seeds 1-3: train and evaluate
+#   bash scripts/repro2/run.sh report         # the comparison report (runs/repro2/grid/report) and the results table
+#   bash scripts/repro2/run.sh restore        # lay the results published in docs/repro2 out under runs/repro2
+# Two lanes, one core each: OMP_NUM_THREADS=1 for torch, and vLLM's CPU threads bound to the lane's own core
+# (VLLM_CPU_OMP_THREADS_BIND; by default vLLM binds every engine to all cores). Every step resumes: rerun the same
+# command after an interruption. Training and evaluation run in .venv-vllm (bash scripts/setup.sh --vllm).
+set -euo pipefail
+SELF="$(realpath "$0")"
+cd "$(dirname "$SELF")/../.."
+export OMP_NUM_THREADS=1
+mkdir -p runs/repro2
+UNIAPL=.venv-vllm/bin/uniapl
+PYTHON=.venv-vllm/bin/python
+CONFIG=configs/repro2/base.yaml
+RUNS=runs/repro2
+EVAL=(--heldout data/rule_assisted/if_heldout.jsonl --expert data/rule_assisted/if_heldout.jsonl --eval-max-new-tokens 384
+      --eval-batch-size 64 --dtype fp32 --eval-engine vllm --ifbench)
+# fp32 on every CPU: the lanes may run on CPUs with and without fast bf16 across sessions, and one precision keeps the
+# grid's runs comparable
+TRAIN=(--set model.dtype=fp32)
+LEARNING_RATES=(1e-5 3e-5)
+# priority 1 of the protocol; each lane holds one cheap and one dear algorithm
+LANES=("grpo uniapl" "sft_then_grpo staged_aapa")
+ALGORITHMS=grpo,sft_then_grpo,uniapl,staged_aapa
+TEACH=(teach --teacher smollm2-135m-instruct --dtype auto --rule-assisted --draft-prompt full --samples 8 --round-size 4
+       --enough 1 --max-new-tokens 384 --temperature 0.7 --top-p 1.0 --batch-size 64 --seed 0)
+
+lane() {  # lane NUMBER COMMAND...: one core's job, its output appended to runs/repro2/lane-NUMBER.log
+  local number=$1
+  shift
+  VLLM_CPU_OMP_THREADS_BIND=$number "$@" >> "$RUNS/lane-$number.log" 2>&1
+}
+
+teach_lane() {  # teach_lane FIRST_TRAIN FIRST_HELDOUT SUFFIX: 500 training prompts and 100 held-out prompts
+  $UNIAPL "${TEACH[@]}" --prompts runs/teach/if_prompts_train.jsonl --out "runs/rule_assisted/demos_train$3.jsonl" --start "$1" --limit 500
+  $UNIAPL "${TEACH[@]}" --prompts runs/teach/if_prompts_heldout.jsonl --out "runs/rule_assisted/demos_heldout$3.jsonl" --start "$2" --limit 100
+}
+
+tune_lane() {
+  for algorithm in $1; do
+    for lr in "${LEARNING_RATES[@]}"; do
+      $UNIAPL compare $CONFIG --algorithms "$algorithm" --seeds 0 --out "$RUNS/tune/lr$lr" --set training.learning_rate="$lr" \
+        "${TRAIN[@]}" "${EVAL[@]}" --skip ifeval,ifbench,analyze,report || echo "run.sh: $algorithm at $lr failed; rerun to resume it"
+    done
+  done
+}
+
+# Seed by seed, so that whenever the grid stops, every algorithm has about as many finished seeds as the others.
+grid_lane() {
+  for seed in 1 2 3; do
+    for algorithm in $1; do
+      lr=$($PYTHON scripts/repro/select_lr.py --runs $RUNS --algorithm "$algorithm") \
+        || { echo "run.sh: no tuned learning rate for $algorithm; finish its tuning first"; continue; }
+      $UNIAPL compare $CONFIG --algorithms "$algorithm" --seeds "$seed" --out $RUNS/grid --set training.learning_rate="$lr" \
+        "${TRAIN[@]}" "${EVAL[@]}" --skip report || echo "run.sh: $algorithm at seed $seed failed; rerun to resume it"
+    done
+  done
+}
+
+case "${1:-}" in
+  data)
+    lane 0 teach_lane 0 0 "" &
+    lane 1 teach_lane 500 100 .part2 &
+    wait
+    mkdir -p data/rule_assisted
+    for split in train heldout; do
+      $UNIAPL data attach-demos --prompts runs/teach/if_prompts_$split.jsonl \
+        --demos runs/rule_assisted/demos_$split.jsonl runs/rule_assisted/demos_$split.part2.jsonl --out data/rule_assisted/if_$split.jsonl
+      cat runs/rule_assisted/demos_$split.jsonl.status.jsonl runs/rule_assisted/demos_$split.part2.jsonl.status.jsonl \
+        > data/rule_assisted/if_$split.status.jsonl
+    done ;;
+  epsilon)
+    $PYTHON scripts/repro/expert_nll.py --data data/rule_assisted/if_train.jsonl ;;
+  discriminator)
+    $UNIAPL discriminator train $CONFIG "${TRAIN[@]}" --variant minilm --out $RUNS/disc-minilm
+    for variant in ngram policy; do
+      $UNIAPL discriminator train $CONFIG "${TRAIN[@]}" --variant $variant --negatives $RUNS/disc-minilm/negatives.jsonl --out $RUNS/disc-$variant
+    done ;;
+  tune)
+    number=0
+    for algorithms in "${LANES[@]}"; do lane $number tune_lane "$algorithms" & number=$((number + 1)); done
+    wait
+    $UNIAPL report $RUNS/tune/lr*/*-seed0 --out $RUNS/tune/report
+    $PYTHON scripts/repro/select_lr.py --runs $RUNS --table ;;
+  start)
+    model=smollm2-135m-instruct
+    settings=(--dtype fp32 --max-new-tokens 384 --batch-size 64 --engine vllm)
+    lane 0 $UNIAPL eval ifeval --model $model "${settings[@]}" --out $RUNS/start/final &
+    lane 1 bash -c "$UNIAPL eval ifeval --model $model ${settings[*]} --data data/rule_assisted/if_heldout.jsonl --out $RUNS/start/final/heldout &&
+      $UNIAPL eval ifbench --model $model ${settings[*]} --out $RUNS/start/final/ifbench &&
+      $UNIAPL analyze --model $model --expert data/rule_assisted/if_heldout.jsonl --dtype fp32 --max-new-tokens 384 --batch-size 64 \
+        --reward ifeval_strict --out $RUNS/start/final/analysis &&
+      $UNIAPL eval ifeval --model echo --out $RUNS/echo/final &&
+      $UNIAPL eval ifeval --model echo --data data/rule_assisted/if_heldout.jsonl --out $RUNS/echo/final/heldout" &
+    wait ;;
+  grid)
+    number=0
+    for algorithms in "${LANES[@]}"; do lane $number grid_lane "$algorithms" & number=$((number + 1)); done
+    wait ;;
+  report)
+    $UNIAPL compare $CONFIG --algorithms $ALGORITHMS --seeds 1,2,3 --out $RUNS/grid "${TRAIN[@]}" "${EVAL[@]}"
+    $PYTHON scripts/repro/results_table.py --runs $RUNS ;;
+  restore)
+    $PYTHON scripts/repro/publish.py --runs $RUNS --out docs/repro2 --restore ;;
+  *)
+    echo "usage: bash scripts/repro2/run.sh data|epsilon|discriminator|tune|start|grid|report|restore" >&2
+    exit 2 ;;
+esac
