@@ -39,8 +39,8 @@ lane() {  # lane NUMBER COMMAND...: one core's job, its output appended to runs/
 }
 
 teach_lane() {  # teach_lane FIRST_TRAIN FIRST_HELDOUT SUFFIX: 500 training prompts and 100 held-out prompts
-  $UNIAPL "${TEACH[@]}" --prompts runs/teach/if_prompts_train.jsonl --out "runs/rule_assisted/demos_train$3.jsonl" --start "$1" --limit 500
-  $UNIAPL "${TEACH[@]}" --prompts runs/teach/if_prompts_heldout.jsonl --out "runs/rule_assisted/demos_heldout$3.jsonl" --start "$2" --limit 100
+  $UNIAPL "${TEACH[@]}" --prompts runs/teach/if_prompts_train.jsonl --out "data/rule_assisted/teach/demos_train$3.jsonl" --start "$1" --limit 500
+  $UNIAPL "${TEACH[@]}" --prompts runs/teach/if_prompts_heldout.jsonl --out "data/rule_assisted/teach/demos_heldout$3.jsonl" --start "$2" --limit 100
 }
 
 tune_lane() {
@@ -65,15 +65,17 @@ grid_lane() {
 }
 
 case "${1:-}" in
-  data)
+  data)  # the teacher's files, under data/rule_assisted/teach/, are committed as they grow: a fresh clone resumes them
+    [ -f runs/teach/if_prompts_heldout.jsonl ] || $UNIAPL data build-if --n 1000 --seed 2026 --out runs/teach/if_prompts_train.jsonl \
+      --heldout 200 --heldout-out runs/teach/if_prompts_heldout.jsonl
     lane 0 teach_lane 0 0 "" &
     lane 1 teach_lane 500 100 .part2 &
     wait
     mkdir -p data/rule_assisted
     for split in train heldout; do
       $UNIAPL data attach-demos --prompts runs/teach/if_prompts_$split.jsonl \
-        --demos runs/rule_assisted/demos_$split.jsonl runs/rule_assisted/demos_$split.part2.jsonl --out data/rule_assisted/if_$split.jsonl
-      cat runs/rule_assisted/demos_$split.jsonl.status.jsonl runs/rule_assisted/demos_$split.part2.jsonl.status.jsonl \
+        --demos data/rule_assisted/teach/demos_$split.jsonl data/rule_assisted/teach/demos_$split.part2.jsonl --out data/rule_assisted/if_$split.jsonl
+      cat data/rule_assisted/teach/demos_$split.jsonl.status.jsonl data/rule_assisted/teach/demos_$split.part2.jsonl.status.jsonl \
         > data/rule_assisted/if_$split.status.jsonl
     done ;;
   epsilon)
