@@ -22,9 +22,9 @@ def sample_negatives(config: UniAPLConfig, demonstrations: Sequence[Example], ou
     from tqdm import tqdm
 
     from uniapl.generation import (
+        ENGINES,
         SamplingParams,
         encode_prompts,
-        generate,
         resolve_engine_name,
         sequence_seed,
     )
@@ -37,14 +37,15 @@ def sample_negatives(config: UniAPLConfig, demonstrations: Sequence[Example], ou
         r = config.rollout
         model, tokenizer = load_model_and_tokenizer(config.model.name, resolve_dtype(config.model.dtype))
         params = SamplingParams(r.max_new_tokens, r.temperature, r.top_p, r.top_k, do_sample=True)
-        engine = resolve_engine_name(r.engine, next(model.parameters()).device)
+        # the engine the run would roll out with (`auto` weighs vLLM too), built once for every batch
+        engine = ENGINES[resolve_engine_name(r.engine, next(model.parameters()).device, model.config)](model, tokenizer)
         batch = r.batch_size or 32
         with tqdm(total=len(wanted), initial=len(wanted) - len(pending), desc="negatives", unit="response", disable=not progress) as bar:
             for start in range(0, len(pending), batch):
                 chunk = pending[start : start + batch]
                 prompts = encode_prompts(tokenizer, [demonstrations[i].prompt for i, _ in chunk], config.data.max_prompt_length)
                 seeds = [sequence_seed(config.training.seed, 0, i * per_prompt + sample) for i, sample in chunk]
-                completions = generate(model, tokenizer, prompts, params, seeds, batch, engine=engine)
+                completions = engine.generate(prompts, params, seeds, batch)
                 append_jsonl(out, [{"index": i, "sample": sample, "prompt": demonstrations[i].prompt, "completion": _as_completion(demonstrations[i], c.text),
                                     "truncated": c.truncated} for (i, sample), c in zip(chunk, completions)])
                 bar.update(len(chunk))
