@@ -106,15 +106,15 @@ def main() -> None:
         rate = train_flop / train_s
         floors[system] = (generation_flop + train_flop) / rate
         print(f"{system}: matmuls at {rate / 1e9:.1f} GFLOP/s; generation {generation_flop / 1e12:.3f} TFLOP, floor "
-              f"{generation_flop / rate:.1f} s; training {train_flop / 1e12:.3f} TFLOP, floor {train_s:.1f} s; "
-              f"step floor {floors[system]:.1f} s")
+              f"{generation_flop / rate:.4g} s; training {train_flop / 1e12:.3f} TFLOP, floor {train_s:.4g} s; "
+              f"step floor {floors[system]:.4g} s")
     if args.results:
         print("\n| system | s/step | floor s | x floor |\n|---|---|---|---|")
         for result in json.loads(Path(args.results).read_text())["results"]:
             if "median_step_s" not in result:
                 continue
             floor = floors["uniapl" if result.get("demos_per_step") else "grpo"]
-            print(f"| {result['system']} | {result['median_step_s']:.1f} | {floor:.1f} | {result['median_step_s'] / floor:.2f} |")
+            print(f"| {result['system']} | {result['median_step_s']:.1f} | {floor:.4g} | {result['median_step_s'] / floor:.2f} |")
 
 
 if __name__ == "__main__":

@@ -61,3 +61,23 @@ def test_revisions_runs_each_system_by_each_revision_side_by_side(tmp_path):
     assert header[:3] == ["system", "revision", "step_s"]
     assert "ours-grpo" in rows
     assert set(json.loads((tmp_path / "runs.json").read_text())) == {"ours-grpo @ HEAD", "ours-grpo @ working tree"}
+
+
+def test_step_floor_counts_the_step_and_sets_each_system_against_it(tmp_path):
+    """step_floor.py on the tiny model: uniapl's floor is grpo's plus its demonstrations' training, and each system of a
+    step_throughput.py result file is divided by the floor of its kind."""
+    results = tmp_path / "step.json"
+    results.write_text(json.dumps({"args": {}, "results": [
+        {"system": "ours-grpo", "median_step_s": 10.0, "demos_per_step": 0},
+        {"system": "ours-uniapl", "median_step_s": 12.0, "demos_per_step": 8},
+        {"system": "trl-grpo", "error": "not installed"}]}))
+    command = [sys.executable, str(BENCHMARKS / "step_floor.py"), "--model", "tiny-random-smollm2", "--repeats", "1",
+               "--max-new-tokens", "8", "--results", str(results)]
+    result = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    floors = {line.split(":")[0]: float(line.rsplit("step floor ", 1)[1].removesuffix(" s"))
+              for line in result.stdout.splitlines() if "step floor" in line}
+    assert 0 < floors["grpo"] < floors["uniapl"]
+    ((header, rows),) = markdown_tables(result.stdout)
+    assert header == ["system", "s/step", "floor s", "x floor"] and set(rows) == {"ours-grpo", "ours-uniapl"}
+    assert float(rows["ours-uniapl"][3]) == pytest.approx(12.0 / floors["uniapl"], rel=1e-3)
