@@ -24,6 +24,7 @@ from uniapl.config import flatten
 from uniapl.errors import UniaplError
 from uniapl.generation import SamplingParams
 from uniapl.ifeval.ifbench import SUMMARY_FILE as IFBENCH_SUMMARY
+from uniapl.ifeval.runner import DEFAULT_ENGINE
 from uniapl.io import read_json
 
 
@@ -42,7 +43,7 @@ class CompareSettings:
     heldout: str | None = None  # held-out constraint prompts, evaluated greedily into final/heldout
     skip: tuple[str, ...] = ()  # steps left out, from SKIPPABLE_STEPS
     smoothing_window: int = DEFAULT_SMOOTHING_WINDOW  # of the report's curves
-    eval_engine: str = "plain"  # the decode loop of the greedy evaluations (IFEval, held-out, IFBench)
+    eval_engine: str = DEFAULT_ENGINE  # the decode loop of the greedy evaluations (IFEval, held-out, IFBench)
     ifbench: bool = False  # also IFBench's 300 prompts, greedy, responses only (final/ifbench)
 
 
@@ -106,7 +107,6 @@ def eval_request(settings: CompareSettings, data: str | None = None, ifbench: bo
     engine is not recorded)."""
     from uniapl.ifeval.ifbench import load_ifbench
     from uniapl.ifeval.prompts import load_ifeval
-    from uniapl.ifeval.runner import DEFAULT_ENGINE
 
     n_prompts = len(load_ifbench()) if ifbench else len(load_ifeval(data, None if data else settings.eval_limit))
     request = {"max_new_tokens": settings.eval_max_new_tokens, "dtype": settings.dtype, "n_prompts": n_prompts}
