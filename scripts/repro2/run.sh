@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The second grid of docs/results.md ("The second grid: a rule-assisted teacher", issue 26), end to end:
 #   bash scripts/repro2/run.sh data           # the rule-assisted demonstrations (data/DATACARD.md), then data/rule_assisted/
-#   bash scripts/repro2/run.sh epsilon        # UniAPL's budget: the start policy's per-token NLL on them (into base.yaml by hand)
+#   bash scripts/repro2/run.sh epsilon        # UniAPL's budget: the start policy's per-token NLL on them, written into base.yaml
 #   bash scripts/repro2/run.sh discriminator  # AAPA's discriminator on them (minilm; ngram and policy for the analysis)
 #   bash scripts/repro2/run.sh tune           # each algorithm at each learning rate, seed 0, held-out split only
 #   bash scripts/repro2/run.sh start          # the start model and the echo floor, with the same settings
 #   bash scripts/repro2/run.sh grid           # each algorithm at its tuned learning rate, seeds 1-3: train and evaluate
 #   bash scripts/repro2/run.sh report         # the comparison report (runs/repro2/grid/report) and the results table
 #   bash scripts/repro2/run.sh restore        # lay the results published in docs/repro2 out under runs/repro2
+#   bash scripts/repro2/run.sh all            # data, epsilon, discriminator, tune, start, grid and report, in this order
 # Two lanes, one core each: OMP_NUM_THREADS=1 for torch, and vLLM's CPU threads bound to the lane's own core
 # (VLLM_CPU_OMP_THREADS_BIND; by default vLLM binds every engine to all cores). Every step resumes: rerun the same
 # command after an interruption. Training and evaluation run in .venv-vllm (bash scripts/setup.sh --vllm).
@@ -78,8 +79,14 @@ case "${1:-}" in
       cat data/rule_assisted/teach/demos_$split.jsonl.status.jsonl data/rule_assisted/teach/demos_$split.part2.jsonl.status.jsonl \
         > data/rule_assisted/if_$split.status.jsonl
     done ;;
-  epsilon)
-    $PYTHON scripts/repro/expert_nll.py --data data/rule_assisted/if_train.jsonl ;;
+  epsilon)  # measured once, before the first run; a budget already in base.yaml is kept
+    if grep -q '^  epsilon: null' $CONFIG; then
+      nll=$($PYTHON scripts/repro/expert_nll.py --data data/rule_assisted/if_train.jsonl | tee -a $RUNS/epsilon.log \
+        | sed -n 's/.*per-token NLL \([0-9.]*\)$/\1/p')
+      [ -n "$nll" ] || { echo "run.sh: expert_nll.py printed no NLL (see $RUNS/epsilon.log)" >&2; exit 1; }
+      sed -i "s/^  epsilon: null/  epsilon: $nll/" $CONFIG
+    fi
+    grep '^  epsilon:' $CONFIG ;;
   discriminator)
     $UNIAPL discriminator train $CONFIG "${TRAIN[@]}" --variant minilm --out $RUNS/disc-minilm
     for variant in ngram policy; do
@@ -111,7 +118,9 @@ case "${1:-}" in
     $PYTHON scripts/repro/results_table.py --runs $RUNS ;;
   restore)
     $PYTHON scripts/repro/publish.py --runs $RUNS --out docs/repro2 --restore ;;
+  all)
+    for stage in data epsilon discriminator tune start grid report; do bash "$SELF" $stage; done ;;
   *)
-    echo "usage: bash scripts/repro2/run.sh data|epsilon|discriminator|tune|start|grid|report|restore" >&2
+    echo "usage: bash scripts/repro2/run.sh data|epsilon|discriminator|tune|start|grid|report|restore|all" >&2
     exit 2 ;;
 esac
