@@ -39,10 +39,14 @@ lane() {  # lane NUMBER COMMAND...: one core's job, its output appended to runs/
   VLLM_CPU_OMP_THREADS_BIND=$number "$@" >> "$RUNS/lane-$number.log" 2>&1
 }
 
-teach_lane() {  # teach_lane FIRST_TRAIN FIRST_HELDOUT SUFFIX: 500 training prompts and 100 held-out prompts
-  $UNIAPL "${TEACH[@]}" --prompts runs/teach/if_prompts_train.jsonl --out "data/rule_assisted/teach/demos_train$3.jsonl" --start "$1" --limit 500
-  $UNIAPL "${TEACH[@]}" --prompts runs/teach/if_prompts_heldout.jsonl --out "data/rule_assisted/teach/demos_heldout$3.jsonl" --start "$2" --limit 100
+teach() {  # teach SPLIT FIRST COUNT SUFFIX: COUNT prompts of the split from FIRST on, into demos_SPLIT$SUFFIX.jsonl
+  $UNIAPL "${TEACH[@]}" --prompts runs/teach/if_prompts_$1.jsonl --out "data/rule_assisted/teach/demos_$1$4.jsonl" --start "$2" --limit "$3"
 }
+
+# Lane 0's training prompts draft faster (more of them end in the first round), so it also takes the 200 held-out
+# prompts: the two lanes finish together.
+teach_lane_0() { teach train 0 500 "" && teach heldout 0 200 ""; }
+teach_lane_1() { teach train 500 500 .part2; }
 
 tune_lane() {
   for algorithm in $1; do
@@ -69,16 +73,16 @@ case "${1:-}" in
   data)  # the teacher's files, under data/rule_assisted/teach/, are committed as they grow: a fresh clone resumes them
     [ -f runs/teach/if_prompts_heldout.jsonl ] || $UNIAPL data build-if --n 1000 --seed 2026 --out runs/teach/if_prompts_train.jsonl \
       --heldout 200 --heldout-out runs/teach/if_prompts_heldout.jsonl
-    lane 0 teach_lane 0 0 "" &
-    lane 1 teach_lane 500 100 .part2 &
+    lane 0 teach_lane_0 &
+    lane 1 teach_lane_1 &
     wait
     mkdir -p data/rule_assisted
-    for split in train heldout; do
-      $UNIAPL data attach-demos --prompts runs/teach/if_prompts_$split.jsonl \
-        --demos data/rule_assisted/teach/demos_$split.jsonl data/rule_assisted/teach/demos_$split.part2.jsonl --out data/rule_assisted/if_$split.jsonl
-      cat data/rule_assisted/teach/demos_$split.jsonl.status.jsonl data/rule_assisted/teach/demos_$split.part2.jsonl.status.jsonl \
-        > data/rule_assisted/if_$split.status.jsonl
-    done ;;
+    teach_files=(data/rule_assisted/teach/demos_train.jsonl data/rule_assisted/teach/demos_train.part2.jsonl)
+    $UNIAPL data attach-demos --prompts runs/teach/if_prompts_train.jsonl --demos "${teach_files[@]}" --out data/rule_assisted/if_train.jsonl
+    cat "${teach_files[@]/%/.status.jsonl}" > data/rule_assisted/if_train.status.jsonl
+    $UNIAPL data attach-demos --prompts runs/teach/if_prompts_heldout.jsonl --demos data/rule_assisted/teach/demos_heldout.jsonl \
+      --out data/rule_assisted/if_heldout.jsonl
+    cp data/rule_assisted/teach/demos_heldout.jsonl.status.jsonl data/rule_assisted/if_heldout.status.jsonl ;;
   epsilon)  # measured once, before the first run; a budget already in base.yaml is kept
     if grep -q '^  epsilon: null' $CONFIG; then
       nll=$($PYTHON scripts/repro/expert_nll.py --data data/rule_assisted/if_train.jsonl | tee -a $RUNS/epsilon.log \
