@@ -11,11 +11,13 @@
 #   bash scripts/repro2/run.sh all            # data, epsilon, discriminator, tune, start, grid and report, in this order
 # Two lanes, one core each: OMP_NUM_THREADS=1 for torch, and vLLM's CPU threads bound to the lane's own core
 # (VLLM_CPU_OMP_THREADS_BIND; by default vLLM binds every engine to all cores). Every step resumes: rerun the same
-# command after an interruption. Training and evaluation run in .venv-vllm (bash scripts/setup.sh --vllm).
+# command after an interruption. The epsilon and discriminator stages run alone, on every core. Training and
+# evaluation run in .venv-vllm (bash scripts/setup.sh --vllm).
 set -euo pipefail
 SELF="$(realpath "$0")"
 cd "$(dirname "$SELF")/../.."
 export OMP_NUM_THREADS=1
+ALL_CORES=(env OMP_NUM_THREADS="$(nproc)")
 mkdir -p runs/repro2
 UNIAPL=.venv-vllm/bin/uniapl
 PYTHON=.venv-vllm/bin/python
@@ -85,16 +87,16 @@ case "${1:-}" in
     cp data/rule_assisted/teach/demos_heldout.jsonl.status.jsonl data/rule_assisted/if_heldout.status.jsonl ;;
   epsilon)  # measured once, before the first run; a budget already in base.yaml is kept
     if grep -q '^  epsilon: null' $CONFIG; then
-      nll=$($PYTHON scripts/repro/expert_nll.py --data data/rule_assisted/if_train.jsonl | tee -a $RUNS/epsilon.log \
+      nll=$("${ALL_CORES[@]}" $PYTHON scripts/repro/expert_nll.py --data data/rule_assisted/if_train.jsonl | tee -a $RUNS/epsilon.log \
         | sed -n 's/.*per-token NLL \([0-9.]*\)$/\1/p')
       [ -n "$nll" ] || { echo "run.sh: expert_nll.py printed no NLL (see $RUNS/epsilon.log)" >&2; exit 1; }
       sed -i "s/^  epsilon: null/  epsilon: $nll/" $CONFIG
     fi
     grep '^  epsilon:' $CONFIG ;;
   discriminator)
-    $UNIAPL discriminator train $CONFIG "${TRAIN[@]}" --variant minilm --out $RUNS/disc-minilm
+    "${ALL_CORES[@]}" $UNIAPL discriminator train $CONFIG "${TRAIN[@]}" --variant minilm --out $RUNS/disc-minilm
     for variant in ngram policy; do
-      $UNIAPL discriminator train $CONFIG "${TRAIN[@]}" --variant $variant --negatives $RUNS/disc-minilm/negatives.jsonl --out $RUNS/disc-$variant
+      "${ALL_CORES[@]}" $UNIAPL discriminator train $CONFIG "${TRAIN[@]}" --variant $variant --negatives $RUNS/disc-minilm/negatives.jsonl --out $RUNS/disc-$variant
     done ;;
   tune)
     number=0
