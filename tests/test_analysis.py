@@ -267,3 +267,11 @@ def test_an_analysis_with_other_settings_is_refused_not_overwritten(analyzed, ca
     err = capsys.readouterr().err
     assert "analysis.json holds an analysis made with other settings" in err and "'settings.seed': (7, 8)" in err
     assert (analyzed["out"] / "analysis.json").read_bytes() == saved
+
+
+def test_the_default_engine_is_not_recorded_and_another_engine_is_other_settings(analyzed, capsys):
+    """Analyses made before the engine was a choice match the default; one asked of another engine is not the same."""
+    assert "engine" not in analyzed["result"]["settings"]
+    capsys.readouterr()
+    assert main([*analyzed["argv"], "--engine", "compiled"]) == 2
+    assert "'settings.engine': (None, 'compiled')" in capsys.readouterr().err

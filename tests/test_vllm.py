@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 import sys
 
 import pytest
@@ -127,6 +128,31 @@ def test_after_a_weight_update_greedy_decoding_equals_our_engine_and_sampling_sc
     assert [c.completion_ids for c in engine.generate(repeated, sampling, seeds)] == [c.completion_ids for c in first]
     assert len({tuple(c.completion_ids) for c in first}) == len(first)  # each row its own seed
     assert logprob_gap(model, tokenizer, repeated, first, 0.7, bf16=False).max() < FP32_LOGPROB_TOLERANCE
+
+
+@needs_vllm
+def test_analyze_samples_through_vllm_when_asked(vllm_tiny_model, tmp_path):
+    """`uniapl analyze --engine vllm`: its samples are the vLLM engine's, seeded per row as the analysis seeds them."""
+    from uniapl.cli import main
+    from uniapl.generation import encode_prompts, sequence_seed
+    from uniapl.io import read_jsonl, write_jsonl_atomic
+
+    tasks = ["Write a haiku about rain.", "List three fruits.", "Name a color."]
+    expert = tmp_path / "expert.jsonl"
+    write_jsonl_atomic(expert, [{"key": f"k{i}", "prompt": [{"role": "user", "content": t}],
+                                 "completion": [{"role": "assistant", "content": "Blue, like the sky."}]} for i, t in enumerate(tasks)])
+    out = tmp_path / "analysis"
+    assert main(["analyze", "--model", vllm_tiny_model, "--expert", str(expert), "--out", str(out), "--max-new-tokens", "12",
+                 "--seed", "3", "--engine", "vllm"]) == 0
+    assert json.loads((out / "analysis.json").read_text())["settings"]["engine"] == "vllm"
+
+    model, tokenizer = load(vllm_tiny_model)
+    prompt_ids = encode_prompts(tokenizer, [[{"role": "user", "content": t}] for t in tasks])
+    seeds = [sequence_seed(3, 0, i) for i in range(len(tasks))]
+    vllm_samples = VLLMEngine(model, tokenizer).generate(prompt_ids, SamplingParams(max_new_tokens=12), seeds)
+    plain_samples = PlainEngine(model, tokenizer).generate(prompt_ids, SamplingParams(max_new_tokens=12), seeds)
+    responses = [row["response"] for row in read_jsonl(out / "responses.jsonl")]
+    assert responses == [c.text for c in vllm_samples] != [c.text for c in plain_samples]
 
 
 @needs_vllm

@@ -13,11 +13,11 @@ prompts, sampling) is an error rather than a silent reuse, so one report never m
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from uniapl.analysis.analyze import ANALYSIS_JSON, AnalysisSettings
+from uniapl.analysis.analyze import ANALYSIS_JSON, AnalysisSettings, recorded_settings
 from uniapl.analysis import DEFAULT_SMOOTHING_WINDOW
 from uniapl.analysis.report import EVAL_JSON, HELDOUT_DIR, write_report
 from uniapl.config import flatten
@@ -43,7 +43,7 @@ class CompareSettings:
     heldout: str | None = None  # held-out constraint prompts, evaluated greedily into final/heldout
     skip: tuple[str, ...] = ()  # steps left out, from SKIPPABLE_STEPS
     smoothing_window: int = DEFAULT_SMOOTHING_WINDOW  # of the report's curves
-    eval_engine: str = DEFAULT_ENGINE  # the decode loop of the greedy evaluations (IFEval, held-out, IFBench)
+    eval_engine: str = DEFAULT_ENGINE  # the decode loop of the evaluations (IFEval, held-out, IFBench) and the analysis
     ifbench: bool = False  # also IFBench's 300 prompts, greedy, responses only (final/ifbench)
 
 
@@ -93,7 +93,7 @@ def ifbench_run(final: Path, settings: CompareSettings) -> None:
 
 def analysis_settings(settings: CompareSettings) -> AnalysisSettings:
     return AnalysisSettings(sampling=SamplingParams(max_new_tokens=settings.eval_max_new_tokens), dtype=settings.dtype, limit=settings.analysis_prompts,
-                            batch_size=settings.eval_batch_size, reward=settings.analysis_reward)
+                            batch_size=settings.eval_batch_size, reward=settings.analysis_reward, engine=settings.eval_engine)
 
 
 def analyze_run(final: Path, settings: CompareSettings) -> None:
@@ -115,7 +115,7 @@ def eval_request(settings: CompareSettings, data: str | None = None, ifbench: bo
 
 def analysis_request(settings: CompareSettings) -> dict:
     """What an analysis depends on, as its JSON records it; the batch size only splits the work."""
-    request = {"expert_file": settings.expert, "settings": asdict(analysis_settings(settings))}
+    request = {"expert_file": settings.expert, "settings": recorded_settings(analysis_settings(settings))}
     del request["settings"]["batch_size"]
     return json.loads(json.dumps(request))
 

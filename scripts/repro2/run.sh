@@ -111,7 +111,7 @@ case "${1:-}" in
     lane 1 bash -c "$UNIAPL eval ifeval --model $model ${settings[*]} --data data/rule_assisted/if_heldout.jsonl --out $RUNS/start/final/heldout &&
       $UNIAPL eval ifbench --model $model ${settings[*]} --out $RUNS/start/final/ifbench &&
       $UNIAPL analyze --model $model --expert data/rule_assisted/if_heldout.jsonl --dtype fp32 --max-new-tokens 384 --batch-size 64 \
-        --reward ifeval_strict --out $RUNS/start/final/analysis &&
+        --engine vllm --reward ifeval_strict --out $RUNS/start/final/analysis &&
       $UNIAPL eval ifeval --model echo --out $RUNS/echo/final &&
       $UNIAPL eval ifeval --model echo --data data/rule_assisted/if_heldout.jsonl --out $RUNS/echo/final/heldout" &
     wait ;;

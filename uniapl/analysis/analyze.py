@@ -24,6 +24,7 @@ from uniapl.analysis.expert_rows import ExpertExample, load_expert_examples
 from uniapl.config import flatten
 from uniapl.errors import UniaplError
 from uniapl.generation import SamplingParams, encode_prompts, generate, sequence_seed
+from uniapl.ifeval.runner import DEFAULT_ENGINE
 from uniapl.io import read_json, write_json_atomic, write_jsonl_atomic
 from uniapl.rewards import WeightedReward, call_reward, resolve_reward
 
@@ -41,6 +42,16 @@ class AnalysisSettings:
     dtype: str = "fp32"
     limit: int | None = None
     reward: str | None = None  # a verifier (e.g. ifeval_strict) for the optional pass rate
+    engine: str = DEFAULT_ENGINE  # the sampling loop (a key of uniapl.generation.ENGINES); log-probs are the model's own
+
+
+def recorded_settings(settings: AnalysisSettings) -> dict:
+    """The settings as analysis.json records them: the default engine is left out, as in evaluation, so that analyses
+    made before engines were a choice still match."""
+    recorded = asdict(settings)
+    if recorded["engine"] == DEFAULT_ENGINE:
+        del recorded["engine"]
+    return recorded
 
 
 def default_out_dir(model: str) -> Path:
@@ -76,7 +87,7 @@ def _request(model_name: str, expert_file: str | Path, prompts_file: str | Path 
         "model": model_name,
         "expert_file": str(expert_file),
         "prompts_file": str(prompts_file) if prompts_file else None,
-        "settings": asdict(settings),
+        "settings": recorded_settings(settings),
     }))
 
 
@@ -114,7 +125,7 @@ def analyze_model(model_name: str, expert_file: str | Path, out_dir: str | Path,
         raise UniaplError(f"model '{model_name}': the tokenizer has no EOS token to end the expert's responses with")
     prompt_ids = encode_prompts(tokenizer, [e.prompt for e in examples])
     seeds = [sequence_seed(settings.seed, 0, i) for i in range(len(examples))]
-    samples = generate(model, tokenizer, prompt_ids, settings.sampling, seeds, settings.batch_size)
+    samples = generate(model, tokenizer, prompt_ids, settings.sampling, seeds, settings.batch_size, engine=settings.engine)
 
     expert_ids = [tokenizer(e.expert_response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for e in examples]
     pad_id = tokenizer.pad_token_id

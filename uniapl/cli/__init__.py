@@ -49,7 +49,8 @@ def add_dtype_argument(parser, default: str = "auto") -> None:
 
 
 def add_engine_argument(parser, flag: str = "--engine") -> None:
-    """The decode loop of greedy evaluation: the same tokens from each, up to rounding; vllm needs .venv-vllm."""
+    """The decode loop of evaluation and analysis: greedy, each gives the same tokens up to rounding; sampled, the same
+    distribution with other noise. vllm needs .venv-vllm."""
     parser.add_argument(flag, default="plain", choices=["plain", "compiled", "vllm"],
                         help="the decode loop: plain (CPUs), compiled (GPUs) or vllm (in .venv-vllm: docs/vllm.md) (default: %(default)s)")
 

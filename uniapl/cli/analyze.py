@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from uniapl.cli import add_dtype_argument, require_at_least
+from uniapl.cli import add_dtype_argument, add_engine_argument, require_at_least
 
 
 def add_parser(subparsers) -> None:
@@ -25,6 +25,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=8)
     add_dtype_argument(p, default="fp32")  # log-probabilities are compared: fp32 unless asked
+    add_engine_argument(p)
     p.add_argument("--reward", default=None, help="a verifier for the pass rate, e.g. ifeval_strict")
     p.add_argument("--discriminator", dest="discriminators", action="append", default=[], metavar="FOLDER",
                    help="an AAPA discriminator folder (repeatable): its held-out AUC, and its scores on the expert's, the start "
@@ -52,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         limit=args.limit,
         reward=args.reward,
+        engine=args.engine,
     )
     out = check_output_folder(args.out or default_out_dir(args.model), "--out")
     saved = saved_analysis(args.model, args.expert, out, args.prompts, settings)
