@@ -122,6 +122,9 @@ def test_publish_copies_results_not_weights_and_marks_unfinished_metrics(tmp_pat
     write_json(finished / "final/ifeval_scores.json", {"prompt_level_strict_acc": 0.2})
     write_json(finished / "final/heldout/ifeval_scores.json", heldout_scores(0.4))
     write_json(finished / "final/analysis/analysis.json", {"n_prompts": 3})
+    write_json(finished / "final/ifbench/ifbench_summary.json", {"n_prompts": 300})
+    write_json(finished / "final/ifbench/ifbench_run.json", {"model": "m"})
+    (finished / "final/ifbench/ifbench_responses.jsonl").write_text('{"key": "1000"}\n')
     running = runs / "grid/uniapl-seed1"
     start_training_runs(finished, running)
     write_json(runs / "start/final/ifeval_scores.json", {"prompt_level_strict_acc": 0.18})
@@ -133,6 +136,8 @@ def test_publish_copies_results_not_weights_and_marks_unfinished_metrics(tmp_pat
     assert set(published_files(tmp_path / "docs/repro")) == {
         "grid/grpo-seed1/config.yaml", "grid/grpo-seed1/metrics.jsonl", "grid/grpo-seed1/ifeval/ifeval_scores.json",
         "grid/grpo-seed1/heldout/ifeval_scores.json", "grid/grpo-seed1/analysis/analysis.json",
+        "grid/grpo-seed1/ifbench/ifbench_summary.json", "grid/grpo-seed1/ifbench/ifbench_run.json",
+        "grid/grpo-seed1/ifbench/ifbench_responses.jsonl",
         "grid/uniapl-seed1/config.yaml", "grid/uniapl-seed1/metrics.partial.jsonl",
         "start/ifeval/ifeval_scores.json", "grid/report/report.md",
     }
@@ -152,6 +157,7 @@ def test_restore_lays_finished_results_out_as_the_runs_left_them(tmp_path):
     start_training_runs(finished, runs / "grid/uniapl-seed3")
     write_json(runs / "start/final/ifeval_scores.json", {"prompt_level_strict_acc": 0.18})
     write_json(runs / "start/final/analysis/analysis.json", {"n_prompts": 3})
+    write_json(runs / "start/final/ifbench/ifbench_summary.json", {"n_prompts": 300})
     script("publish.py", cwd=tmp_path)
     docs = tmp_path / "docs/repro"
     before = published_files(docs)
@@ -164,6 +170,7 @@ def test_restore_lays_finished_results_out_as_the_runs_left_them(tmp_path):
     restored = fresh / "runs/repro"
     assert (restored / "tune/lr1e-5/grpo-seed0/final/heldout/ifeval_scores.json").is_file()
     assert (restored / "start/final/analysis/analysis.json").is_file()
+    assert (restored / "start/final/ifbench/ifbench_summary.json").is_file()
     assert not (restored / "grid/uniapl-seed3").exists()
     assert script("select_lr.py", "--algorithm", "grpo", cwd=fresh).stdout.strip() == "1e-05"
 

@@ -2,7 +2,8 @@
 
 Weights and checkpoints stay behind. For each run: its config, its metrics (as metrics.partial.jsonl
 while it has not finished, so a snapshot cannot pass for a finished run), and whatever it has of the
-held-out evaluation, IFEval (scores, settings, responses) and the analysis (JSON and histograms).
+held-out evaluation, IFEval (scores, settings, responses), IFBench's responses (with their settings and
+summary) and the analysis (JSON and histograms).
 Each comparison report (report.md, report.html, PNGs) is copied whole. Rerun it as runs finish; it
 replaces what it copied before.
 
@@ -23,6 +24,7 @@ import shutil
 from pathlib import Path
 
 from uniapl.analysis.report import load_run
+from uniapl.ifeval import ifbench
 
 EVAL_FILES = ("ifeval_scores.json", "ifeval_run.json", "ifeval_responses.jsonl")
 # (folder under final/, files, folder under the published run); a result is published once its first file (the
@@ -30,6 +32,7 @@ EVAL_FILES = ("ifeval_scores.json", "ifeval_run.json", "ifeval_responses.jsonl")
 RESULT_FILES = [
     ("heldout", EVAL_FILES, "heldout"),
     (".", EVAL_FILES, "ifeval"),
+    ("ifbench", (ifbench.SUMMARY_FILE, ifbench.SETTINGS_FILE, ifbench.RESPONSES_FILE), "ifbench"),
     ("analysis", ("analysis.json", "length_hist.png", "logprob_hist.png"), "analysis"),
 ]
 
