@@ -7,6 +7,7 @@
 #   bash scripts/repro2/run.sh start          # the start model and the echo floor, with the same settings
 #   bash scripts/repro2/run.sh grid           # each algorithm at its tuned learning rate, seeds 1-3: train and evaluate
 #   bash scripts/repro2/run.sh report         # the comparison report (runs/repro2/grid/report) and the results table
+#   bash scripts/repro2/run.sh publish        # copy the results (not the weights) to docs/repro2, to be committed as runs finish
 #   bash scripts/repro2/run.sh restore        # lay the results published in docs/repro2 out under runs/repro2
 #   bash scripts/repro2/run.sh all            # data, epsilon, discriminator, tune, start, grid and report, in this order
 # Two lanes, one core each: OMP_NUM_THREADS=1 for torch, and vLLM's CPU threads bound to the lane's own core
@@ -122,11 +123,13 @@ case "${1:-}" in
   report)
     $UNIAPL compare $CONFIG --algorithms $ALGORITHMS --seeds 1,2,3 --out $RUNS/grid "${TRAIN[@]}" "${EVAL[@]}"
     $PYTHON scripts/repro/results_table.py --runs $RUNS ;;
+  publish)
+    $PYTHON scripts/repro/publish.py --runs $RUNS --out docs/repro2 ;;
   restore)
     $PYTHON scripts/repro/publish.py --runs $RUNS --out docs/repro2 --restore ;;
   all)
     for stage in data epsilon discriminator tune start grid report; do bash "$SELF" $stage; done ;;
   *)
-    echo "usage: bash scripts/repro2/run.sh data|epsilon|discriminator|tune|start|grid|report|restore|all" >&2
+    echo "usage: bash scripts/repro2/run.sh data|epsilon|discriminator|tune|start|grid|report|publish|restore|all" >&2
     exit 2 ;;
 esac
