@@ -18,7 +18,7 @@ set -euo pipefail
 SELF="$(realpath "$0")"
 cd "$(dirname "$SELF")/../.."
 export OMP_NUM_THREADS=1
-ALL_CORES=(env OMP_NUM_THREADS="$(nproc)")
+ALL_CORES=(env OMP_NUM_THREADS="$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)")  # nproc obeys those two
 mkdir -p runs/repro2
 UNIAPL=.venv-vllm/bin/uniapl
 PYTHON=.venv-vllm/bin/python
@@ -94,10 +94,16 @@ case "${1:-}" in
       sed -i "s/^  epsilon: null/  epsilon: $nll/" $CONFIG
     fi
     grep '^  epsilon:' $CONFIG ;;
-  discriminator)
-    "${ALL_CORES[@]}" $UNIAPL discriminator train $CONFIG "${TRAIN[@]}" --variant minilm --out $RUNS/disc-minilm
-    for variant in ngram policy; do
-      "${ALL_CORES[@]}" $UNIAPL discriminator train $CONFIG "${TRAIN[@]}" --variant $variant --negatives $RUNS/disc-minilm/negatives.jsonl --out $RUNS/disc-$variant
+  discriminator)  # minilm for AAPA, then ngram and policy on the same negatives for the analysis; a finished one is kept
+    # the start policy's responses, sampled once and committed: on a fresh clone the discriminators are refitted from them
+    negatives=docs/repro2/discriminators/negatives.jsonl
+    for variant in minilm ngram policy; do
+      [ -f $RUNS/disc-$variant/discriminator.json ] && continue
+      sampled=(); [ -f $negatives ] && sampled=(--negatives $negatives)
+      "${ALL_CORES[@]}" $UNIAPL discriminator train $CONFIG "${TRAIN[@]}" --variant $variant "${sampled[@]}" --out $RUNS/disc-$variant
+      mkdir -p docs/repro2/discriminators/$variant
+      [ -f $negatives ] || cp $RUNS/disc-$variant/negatives.jsonl $negatives
+      cp $RUNS/disc-$variant/report.json $RUNS/disc-$variant/scores_hist.png docs/repro2/discriminators/$variant/
     done ;;
   tune)
     number=0
