@@ -46,10 +46,10 @@ teach() {  # teach SPLIT FIRST COUNT SUFFIX: COUNT prompts of the split from FIR
   $UNIAPL "${TEACH[@]}" --prompts runs/teach/if_prompts_$1.jsonl --out "data/rule_assisted/teach/demos_$1$4.jsonl" --start "$2" --limit "$3"
 }
 
-# Lane 0's training prompts draft faster (more of them end in the first round), so it also takes the 200 held-out
-# prompts: the two lanes finish together.
-teach_lane_0() { teach train 0 500 "" && teach heldout 0 200 ""; }
-teach_lane_1() { teach train 500 500 .part2; }
+# The held-out prompts split 150/50: when the split was set (2026-12-06), lane 0 had 132 training prompts left and
+# lane 1 233, so that both lanes end at about the same time
+teach_lane_0() { teach train 0 500 "" && teach heldout 0 150 ""; }
+teach_lane_1() { teach train 500 500 .part2 && teach heldout 150 50 .part2; }
 
 tune_lane() {
   for algorithm in $1; do
@@ -80,12 +80,11 @@ case "${1:-}" in
     lane 1 teach_lane_1 &
     wait
     mkdir -p data/rule_assisted
-    teach_files=(data/rule_assisted/teach/demos_train.jsonl data/rule_assisted/teach/demos_train.part2.jsonl)
-    $UNIAPL data attach-demos --prompts runs/teach/if_prompts_train.jsonl --demos "${teach_files[@]}" --out data/rule_assisted/if_train.jsonl
-    cat "${teach_files[@]/%/.status.jsonl}" > data/rule_assisted/if_train.status.jsonl
-    $UNIAPL data attach-demos --prompts runs/teach/if_prompts_heldout.jsonl --demos data/rule_assisted/teach/demos_heldout.jsonl \
-      --out data/rule_assisted/if_heldout.jsonl
-    cp data/rule_assisted/teach/demos_heldout.jsonl.status.jsonl data/rule_assisted/if_heldout.status.jsonl ;;
+    for split in train heldout; do
+      teach_files=(data/rule_assisted/teach/demos_$split.jsonl data/rule_assisted/teach/demos_$split.part2.jsonl)
+      $UNIAPL data attach-demos --prompts runs/teach/if_prompts_$split.jsonl --demos "${teach_files[@]}" --out data/rule_assisted/if_$split.jsonl
+      cat "${teach_files[@]/%/.status.jsonl}" > data/rule_assisted/if_$split.status.jsonl
+    done ;;
   epsilon)  # measured once, before the first run; a budget already in base.yaml is kept
     if grep -q '^  epsilon: null' $CONFIG; then
       nll=$("${ALL_CORES[@]}" $PYTHON scripts/repro/expert_nll.py --data data/rule_assisted/if_train.jsonl | tee -a $RUNS/epsilon.log \
