@@ -42,6 +42,12 @@ lane() {  # lane NUMBER COMMAND...: one core's job, its output appended to runs/
   VLLM_CPU_OMP_THREADS_BIND=$number "$@" >> "$RUNS/lane-$number.log" 2>&1
 }
 
+wait_lanes() {  # wait_lanes PID...: wait for every lane, then fail if one failed, so that `all` stops there
+  local failed=0
+  for pid in "$@"; do wait "$pid" || failed=1; done
+  [ $failed = 0 ] || { echo "run.sh: a lane failed (see $RUNS/lane-*.log); rerun the same command to resume" >&2; exit 1; }
+}
+
 teach() {  # teach SPLIT FIRST COUNT SUFFIX: COUNT prompts of the split from FIRST on, into demos_SPLIT$SUFFIX.jsonl
   $UNIAPL "${TEACH[@]}" --prompts runs/teach/if_prompts_$1.jsonl --out "data/rule_assisted/teach/demos_$1$4.jsonl" --start "$2" --limit "$3"
 }
@@ -76,9 +82,9 @@ case "${1:-}" in
   data)  # the teacher's files, under data/rule_assisted/teach/, are committed as they grow: a fresh clone resumes them
     [ -f runs/teach/if_prompts_heldout.jsonl ] || $UNIAPL data build-if --n 1000 --seed 2026 --out runs/teach/if_prompts_train.jsonl \
       --heldout 200 --heldout-out runs/teach/if_prompts_heldout.jsonl
-    lane 0 teach_lane_0 &
-    lane 1 teach_lane_1 &
-    wait
+    lane 0 teach_lane_0 & first=$!
+    lane 1 teach_lane_1 & second=$!
+    wait_lanes $first $second
     mkdir -p data/rule_assisted
     for split in train heldout; do
       teach_files=(data/rule_assisted/teach/demos_$split.jsonl data/rule_assisted/teach/demos_$split.part2.jsonl)
@@ -106,25 +112,27 @@ case "${1:-}" in
     done ;;
   tune)
     number=0
-    for algorithms in "${LANES[@]}"; do lane $number tune_lane "$algorithms" & number=$((number + 1)); done
-    wait
+    pids=()
+    for algorithms in "${LANES[@]}"; do lane $number tune_lane "$algorithms" & pids+=($!); number=$((number + 1)); done
+    wait_lanes "${pids[@]}"
     $UNIAPL report $RUNS/tune/lr*/*-seed0 --out $RUNS/tune/report
     $PYTHON scripts/repro/select_lr.py --runs $RUNS --table ;;
   start)
     model=smollm2-135m-instruct
     settings=(--dtype fp32 --max-new-tokens 384 --batch-size 64 --engine vllm)
-    lane 0 $UNIAPL eval ifeval --model $model "${settings[@]}" --out $RUNS/start/final &
+    lane 0 $UNIAPL eval ifeval --model $model "${settings[@]}" --out $RUNS/start/final & first=$!
     lane 1 bash -c "$UNIAPL eval ifeval --model $model ${settings[*]} --data data/rule_assisted/if_heldout.jsonl --out $RUNS/start/final/heldout &&
       $UNIAPL eval ifbench --model $model ${settings[*]} --out $RUNS/start/final/ifbench &&
       $UNIAPL analyze --model $model --expert data/rule_assisted/if_heldout.jsonl --dtype fp32 --max-new-tokens 384 --batch-size 64 \
         --engine vllm --reward ifeval_strict --out $RUNS/start/final/analysis &&
       $UNIAPL eval ifeval --model echo --out $RUNS/echo/final &&
-      $UNIAPL eval ifeval --model echo --data data/rule_assisted/if_heldout.jsonl --out $RUNS/echo/final/heldout" &
-    wait ;;
+      $UNIAPL eval ifeval --model echo --data data/rule_assisted/if_heldout.jsonl --out $RUNS/echo/final/heldout" & second=$!
+    wait_lanes $first $second ;;
   grid)
     number=0
-    for algorithms in "${LANES[@]}"; do lane $number grid_lane "$algorithms" & number=$((number + 1)); done
-    wait ;;
+    pids=()
+    for algorithms in "${LANES[@]}"; do lane $number grid_lane "$algorithms" & pids+=($!); number=$((number + 1)); done
+    wait_lanes "${pids[@]}" ;;
   report)
     $UNIAPL compare $CONFIG --algorithms $ALGORITHMS --seeds 1,2,3 --out $RUNS/grid "${TRAIN[@]}" "${EVAL[@]}"
     $PYTHON scripts/repro/results_table.py --runs $RUNS ;;
