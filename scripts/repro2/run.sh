@@ -48,6 +48,12 @@ wait_lanes() {  # wait_lanes PID...: wait for every lane, then fail if one faile
   [ $failed = 0 ] || { echo "run.sh: a lane failed (see $RUNS/lane-*.log); rerun the same command to resume" >&2; exit 1; }
 }
 
+run_lanes() {  # run_lanes FUNCTION: FUNCTION "ALGORITHMS" in one lane for each entry of LANES, then wait for them all
+  local number=0 pids=()
+  for algorithms in "${LANES[@]}"; do lane $number "$1" "$algorithms" & pids+=($!); number=$((number + 1)); done
+  wait_lanes "${pids[@]}"
+}
+
 teach() {  # teach SPLIT FIRST COUNT SUFFIX: COUNT prompts of the split from FIRST on, into demos_SPLIT$SUFFIX.jsonl
   $UNIAPL "${TEACH[@]}" --prompts runs/teach/if_prompts_$1.jsonl --out "data/rule_assisted/teach/demos_$1$4.jsonl" --start "$2" --limit "$3"
 }
@@ -111,10 +117,7 @@ case "${1:-}" in
       cp $RUNS/disc-$variant/report.json $RUNS/disc-$variant/scores_hist.png docs/repro2/discriminators/$variant/
     done ;;
   tune)
-    number=0
-    pids=()
-    for algorithms in "${LANES[@]}"; do lane $number tune_lane "$algorithms" & pids+=($!); number=$((number + 1)); done
-    wait_lanes "${pids[@]}"
+    run_lanes tune_lane
     $UNIAPL report $RUNS/tune/lr*/*-seed0 --out $RUNS/tune/report
     $PYTHON scripts/repro/select_lr.py --runs $RUNS --table ;;
   start)
@@ -123,16 +126,13 @@ case "${1:-}" in
     lane 0 $UNIAPL eval ifeval --model $model "${settings[@]}" --out $RUNS/start/final & first=$!
     lane 1 bash -c "$UNIAPL eval ifeval --model $model ${settings[*]} --data data/rule_assisted/if_heldout.jsonl --out $RUNS/start/final/heldout &&
       $UNIAPL eval ifbench --model $model ${settings[*]} --out $RUNS/start/final/ifbench &&
-      $UNIAPL analyze --model $model --expert data/rule_assisted/if_heldout.jsonl --dtype fp32 --max-new-tokens 384 --batch-size 64 \
-        --engine vllm --reward ifeval_strict --out $RUNS/start/final/analysis &&
+      $UNIAPL analyze --model $model ${settings[*]} --expert data/rule_assisted/if_heldout.jsonl --reward ifeval_strict \
+        --out $RUNS/start/final/analysis &&
       $UNIAPL eval ifeval --model echo --out $RUNS/echo/final &&
       $UNIAPL eval ifeval --model echo --data data/rule_assisted/if_heldout.jsonl --out $RUNS/echo/final/heldout" & second=$!
     wait_lanes $first $second ;;
   grid)
-    number=0
-    pids=()
-    for algorithms in "${LANES[@]}"; do lane $number grid_lane "$algorithms" & pids+=($!); number=$((number + 1)); done
-    wait_lanes "${pids[@]}" ;;
+    run_lanes grid_lane ;;
   report)
     $UNIAPL compare $CONFIG --algorithms $ALGORITHMS --seeds 1,2,3 --out $RUNS/grid "${TRAIN[@]}" "${EVAL[@]}"
     $PYTHON scripts/repro/results_table.py --runs $RUNS ;;
