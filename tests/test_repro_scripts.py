@@ -186,3 +186,55 @@ def test_restore_lays_finished_results_out_as_the_runs_left_them(tmp_path):
 @pytest.mark.parametrize("name", ["select_lr.py", "results_table.py", "publish.py"])
 def test_each_script_explains_itself(name, tmp_path):
     assert "usage:" in script(name, "--help", cwd=tmp_path).stdout
+
+
+FAKE_UNIAPL = """#!/usr/bin/env bash
+# records which lane ran what; fails the runs named in $FAIL
+sleep 0.$((RANDOM % 3 + 1))
+echo "$VLLM_CPU_OMP_THREADS_BIND $*" >> "$CALLS"
+case " $* " in *" --algorithms $FAIL "*) exit 1 ;; esac
+"""
+
+
+def run_stage(tmp_path: Path, stage: str, **env: str) -> tuple[list[list[str]], str]:
+    """`run.sh STAGE` from a copy of the repository's layout, with a fake uniapl that records its calls."""
+    runner = tmp_path / "scripts/repro2/run.sh"
+    runner.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(SCRIPTS.parent / "repro2" / "run.sh", runner)
+    fake = tmp_path / "fake-uniapl"
+    fake.write_text(FAKE_UNIAPL)
+    fake.chmod(0o755)
+    calls = tmp_path / "calls.log"
+    calls.unlink(missing_ok=True)
+    select_lr = tmp_path / "scripts/repro/select_lr.py"  # the tuned rate: 3e-5 for every algorithm
+    select_lr.parent.mkdir(parents=True, exist_ok=True)
+    select_lr.write_text("print('3e-5')\n")
+    environment = {"PATH": "/usr/bin:/bin", "UNIAPL": str(fake), "PYTHON": sys.executable, "CALLS": str(calls), "FAIL": "none", **env}
+    done = subprocess.run(["bash", str(runner), stage], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    logs = "".join(p.read_text() for p in sorted((tmp_path / "runs/repro2").glob("lane-*.log")))
+    return [line.split() for line in calls.read_text().splitlines()], logs
+
+
+def option(call: list[str], name: str) -> str:
+    return call[call.index(name) + 1]
+
+
+def test_the_second_grid_lanes_take_each_tuning_run_once_from_one_queue(tmp_path):
+    calls, _ = run_stage(tmp_path, "tune")
+    runs = [(option(c, "--algorithms"), option(c, "--set")) for c in calls if c[1] == "compare"]
+    expected = {(a, f"training.learning_rate={lr}") for a in ("grpo", "sft_then_grpo", "uniapl", "staged_aapa") for lr in ("1e-5", "3e-5")}
+    assert sorted(runs) == sorted(expected)  # each once, none twice
+    assert {c[0] for c in calls if c[1] == "compare"} == {"0", "1"}  # both lanes took runs
+    assert all(option(c, "--seeds") == "0" for c in calls if c[1] == "compare")
+
+
+def test_the_second_grid_goes_on_past_a_failed_run_and_reports_it(tmp_path):
+    calls, logs = run_stage(tmp_path, "grid", FAIL="uniapl")
+    runs = sorted((option(c, "--algorithms"), option(c, "--seeds")) for c in calls)
+    assert runs == sorted((a, s) for a in ("grpo", "sft_then_grpo", "uniapl", "staged_aapa") for s in "123")
+    assert all(option(c, "--set") == "training.learning_rate=3e-5" for c in calls)
+    assert logs.count("run.sh: uniapl at seed") == 3 and "rerun to resume it" in logs
+    # a rerun clears the claims and takes every run again (compare itself skips what has finished)
+    rerun, _ = run_stage(tmp_path, "grid")
+    assert len(rerun) == 12

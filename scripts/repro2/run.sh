@@ -11,8 +11,9 @@
 #   bash scripts/repro2/run.sh restore        # lay the results published in docs/repro2 out under runs/repro2
 #   bash scripts/repro2/run.sh all            # data, epsilon, discriminator, tune, start, grid and report, in this order
 # Two lanes, one core each: OMP_NUM_THREADS=1 for torch, and vLLM's CPU threads bound to the lane's own core
-# (VLLM_CPU_OMP_THREADS_BIND; by default vLLM binds every engine to all cores). Every step resumes: rerun the same
-# command after an interruption. The epsilon and discriminator stages run alone, on every core. Training and
+# (VLLM_CPU_OMP_THREADS_BIND; by default vLLM binds every engine to all cores). The tuning and the grid are queues of
+# runs: each lane takes the next run that no lane has taken. Every step resumes: rerun the same command after an
+# interruption. The epsilon and discriminator stages run alone, on every core. Training and
 # evaluation run in .venv-vllm (bash scripts/setup.sh --vllm).
 set -euo pipefail
 SELF="$(realpath "$0")"
@@ -20,8 +21,8 @@ cd "$(dirname "$SELF")/../.."
 export OMP_NUM_THREADS=1
 ALL_CORES=(env OMP_NUM_THREADS="$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)")  # nproc obeys those two
 mkdir -p runs/repro2
-UNIAPL=.venv-vllm/bin/uniapl
-PYTHON=.venv-vllm/bin/python
+UNIAPL=${UNIAPL:-.venv-vllm/bin/uniapl}  # the environment may name others (tests do)
+PYTHON=${PYTHON:-.venv-vllm/bin/python}
 CONFIG=configs/repro2/base.yaml
 RUNS=runs/repro2
 EVAL=(--heldout data/rule_assisted/if_heldout.jsonl --expert data/rule_assisted/if_heldout.jsonl --eval-max-new-tokens 384
@@ -30,9 +31,10 @@ EVAL=(--heldout data/rule_assisted/if_heldout.jsonl --expert data/rule_assisted/
 # grid's runs comparable
 TRAIN=(--set model.dtype=fp32)
 LEARNING_RATES=(1e-5 3e-5)
-# priority 1 of the protocol; each lane holds one cheap and one dear algorithm
-LANES=("grpo uniapl" "sft_then_grpo staged_aapa")
+# priority 1 of the protocol, as the report lists them
 ALGORITHMS=grpo,sft_then_grpo,uniapl,staged_aapa
+# the queues' order: the dearest runs first, so that the lanes end at about the same time
+DEAREST_FIRST=(staged_aapa uniapl sft_then_grpo grpo)
 TEACH=(teach --teacher smollm2-135m-instruct --dtype auto --rule-assisted --draft-prompt full --samples 8 --round-size 4
        --enough 1 --max-new-tokens 384 --temperature 0.7 --top-p 1.0 --batch-size 64 --seed 0)
 
@@ -48,10 +50,23 @@ wait_lanes() {  # wait_lanes PID...: wait for every lane, then fail if one faile
   [ $failed = 0 ] || { echo "run.sh: a lane failed (see $RUNS/lane-*.log); rerun the same command to resume" >&2; exit 1; }
 }
 
-run_lanes() {  # run_lanes FUNCTION: FUNCTION "ALGORITHMS" in one lane for each entry of LANES, then wait for them all
-  local number=0 pids=()
-  for algorithms in "${LANES[@]}"; do lane $number "$1" "$algorithms" & pids+=($!); number=$((number + 1)); done
+# A lane claims a job by making its folder under runs/repro2/claims/STAGE (mkdir either makes it or fails, so two
+# lanes never take the same job). The claims are cleared when the stage starts: a job whose lane was stopped is
+# taken again, and its run resumes from its last checkpoint.
+run_queue() {  # run_queue STAGE FUNCTION JOB...: two lanes take the jobs in turn, each running FUNCTION JOB; wait for both
+  local stage=$1 function=$2 pids=()
+  shift 2
+  rm -rf "$RUNS/claims/$stage" && mkdir -p "$RUNS/claims/$stage"
+  for number in 0 1; do lane $number take_jobs "$stage" "$function" "$@" & pids+=($!); done
   wait_lanes "${pids[@]}"
+}
+
+take_jobs() {  # take_jobs STAGE FUNCTION JOB...: FUNCTION JOB for every job that no other lane has claimed, in order
+  local stage=$1 function=$2 job
+  shift 2
+  for job in "$@"; do
+    if mkdir "$RUNS/claims/$stage/${job// /_}" 2>/dev/null; then $function $job; fi
+  done
 }
 
 teach() {  # teach SPLIT FIRST COUNT SUFFIX: COUNT prompts of the split from FIRST on, into demos_SPLIT$SUFFIX.jsonl
@@ -63,25 +78,18 @@ teach() {  # teach SPLIT FIRST COUNT SUFFIX: COUNT prompts of the split from FIR
 teach_lane_0() { teach train 0 500 "" && teach heldout 0 150 ""; }
 teach_lane_1() { teach train 500 500 .part2 && teach heldout 150 50 .part2; }
 
-tune_lane() {
-  for algorithm in $1; do
-    for lr in "${LEARNING_RATES[@]}"; do
-      $UNIAPL compare $CONFIG --algorithms "$algorithm" --seeds 0 --out "$RUNS/tune/lr$lr" --set training.learning_rate="$lr" \
-        "${TRAIN[@]}" "${EVAL[@]}" --skip ifeval,ifbench,analyze,report || echo "run.sh: $algorithm at $lr failed; rerun to resume it"
-    done
-  done
+# A failed run is reported and the queue goes on; rerunning the stage resumes it.
+tune_run() {  # tune_run ALGORITHM LEARNING_RATE
+  $UNIAPL compare $CONFIG --algorithms "$1" --seeds 0 --out "$RUNS/tune/lr$2" --set training.learning_rate="$2" \
+    "${TRAIN[@]}" "${EVAL[@]}" --skip ifeval,ifbench,analyze,report || echo "run.sh: $1 at $2 failed; rerun to resume it"
 }
 
-# Seed by seed, so that whenever the grid stops, every algorithm has about as many finished seeds as the others.
-grid_lane() {
-  for seed in 1 2 3; do
-    for algorithm in $1; do
-      lr=$($PYTHON scripts/repro/select_lr.py --runs $RUNS --algorithm "$algorithm") \
-        || { echo "run.sh: no tuned learning rate for $algorithm; finish its tuning first"; continue; }
-      $UNIAPL compare $CONFIG --algorithms "$algorithm" --seeds "$seed" --out $RUNS/grid --set training.learning_rate="$lr" \
-        "${TRAIN[@]}" "${EVAL[@]}" --skip report || echo "run.sh: $algorithm at seed $seed failed; rerun to resume it"
-    done
-  done
+grid_run() {  # grid_run ALGORITHM SEED
+  local lr
+  lr=$($PYTHON scripts/repro/select_lr.py --runs $RUNS --algorithm "$1") \
+    || { echo "run.sh: no tuned learning rate for $1; finish its tuning first"; return 0; }
+  $UNIAPL compare $CONFIG --algorithms "$1" --seeds "$2" --out $RUNS/grid --set training.learning_rate="$lr" \
+    "${TRAIN[@]}" "${EVAL[@]}" --skip report || echo "run.sh: $1 at seed $2 failed; rerun to resume it"
 }
 
 case "${1:-}" in
@@ -117,7 +125,8 @@ case "${1:-}" in
       cp $RUNS/disc-$variant/report.json $RUNS/disc-$variant/scores_hist.png docs/repro2/discriminators/$variant/
     done ;;
   tune)
-    run_lanes tune_lane
+    jobs=(); for algorithm in "${DEAREST_FIRST[@]}"; do for lr in "${LEARNING_RATES[@]}"; do jobs+=("$algorithm $lr"); done; done
+    run_queue tune tune_run "${jobs[@]}"
     $UNIAPL report $RUNS/tune/lr*/*-seed0 --out $RUNS/tune/report
     $PYTHON scripts/repro/select_lr.py --runs $RUNS --table ;;
   start)
@@ -131,8 +140,9 @@ case "${1:-}" in
       $UNIAPL eval ifeval --model echo --out $RUNS/echo/final &&
       $UNIAPL eval ifeval --model echo --data data/rule_assisted/if_heldout.jsonl --out $RUNS/echo/final/heldout" & second=$!
     wait_lanes $first $second ;;
-  grid)
-    run_lanes grid_lane ;;
+  grid)  # seed by seed, so that whenever the grid stops, every algorithm has about as many finished seeds as the others
+    jobs=(); for seed in 1 2 3; do for algorithm in "${DEAREST_FIRST[@]}"; do jobs+=("$algorithm $seed"); done; done
+    run_queue grid grid_run "${jobs[@]}" ;;
   report)
     $UNIAPL compare $CONFIG --algorithms $ALGORITHMS --seeds 1,2,3 --out $RUNS/grid "${TRAIN[@]}" "${EVAL[@]}"
     $PYTHON scripts/repro/results_table.py --runs $RUNS ;;
