@@ -54,7 +54,7 @@ wait_lanes() {  # wait_lanes PID...: wait for every lane, then fail if one faile
 # lanes never take the same job). The claims are cleared when the stage starts: a job whose lane was stopped is
 # taken again, and its run resumes from its last checkpoint.
 run_queue() {  # run_queue STAGE FUNCTION JOB...: two lanes take the jobs in turn, each running FUNCTION JOB; wait for both
-  local stage=$1 function=$2 pids=()
+  local stage=$1 function=$2 number pids=()
   shift 2
   rm -rf "$RUNS/claims/$stage" && mkdir -p "$RUNS/claims/$stage"
   for number in 0 1; do lane $number take_jobs "$stage" "$function" "$@" & pids+=($!); done
