@@ -238,3 +238,23 @@ def test_the_second_grid_goes_on_past_a_failed_run_and_reports_it(tmp_path):
     # a rerun clears the claims and takes every run again (compare itself skips what has finished)
     rerun, _ = run_stage(tmp_path, "grid")
     assert len(rerun) == 12
+
+
+def test_the_second_grid_start_stage_keeps_the_results_it_has_and_makes_the_rest(tmp_path):
+    calls, _ = run_stage(tmp_path, "start")
+    made = sorted((c[1], c[2] if c[1] == "eval" else "", option(c, "--model"), option(c, "--out")) for c in calls)
+    runs = "runs/repro2"
+    assert made == sorted([
+        ("analyze", "", "smollm2-135m-instruct", f"{runs}/start/final/analysis"),
+        ("eval", "ifbench", "smollm2-135m-instruct", f"{runs}/start/final/ifbench"),
+        ("eval", "ifeval", "echo", f"{runs}/echo/final"),
+        ("eval", "ifeval", "echo", f"{runs}/echo/final/heldout"),
+        ("eval", "ifeval", "smollm2-135m-instruct", f"{runs}/start/final"),
+        ("eval", "ifeval", "smollm2-135m-instruct", f"{runs}/start/final/heldout"),
+    ])
+    assert all(option(c, "--engine") == "vllm" and option(c, "--dtype") == "fp32" for c in calls if option(c, "--model") != "echo")
+    for result in ("start/final/ifeval_scores.json", "start/final/heldout/ifeval_scores.json", "start/final/ifbench/ifbench_summary.json"):
+        write_json(tmp_path / runs / result, {})
+    rerun, _ = run_stage(tmp_path, "start")  # `uniapl analyze` keeps a finished analysis itself
+    assert sorted((c[1], option(c, "--out")) for c in rerun) == [
+        ("analyze", f"{runs}/start/final/analysis"), ("eval", f"{runs}/echo/final"), ("eval", f"{runs}/echo/final/heldout")]

@@ -131,6 +131,31 @@ def test_after_a_weight_update_greedy_decoding_equals_our_engine_and_sampling_sc
 
 
 @needs_vllm
+def test_on_a_cpu_a_sampled_batch_longer_than_the_prefill_budget_goes_in_groups_and_samples_as_row_by_row(vllm_tiny_model):
+    """vLLM on a CPU fails on a seeded row whose prefill spans two scheduler steps ("CPU Generator does not use
+    offset"), as `uniapl analyze` did on 64 held-out prompts: such a batch goes in groups that fit the budget."""
+    model, tokenizer = load(vllm_tiny_model)
+    engine = VLLMEngine(model, tokenizer)
+    text = " ".join(["Describe the weather in the mountains and by the sea."] * 30)
+    row = tokenizer(text)["input_ids"]
+    rows = engine.prefill_budget // len(row) + 3
+    # each prompt its own first token: no prefix is shared, so the prefix cache cannot shorten a prefill
+    ids, seeds = [tokenizer(f"{i}. {text}")["input_ids"] for i in range(rows)], list(range(rows))
+    assert sum(map(len, ids)) > engine.prefill_budget
+    groups = engine._request_groups(ids, sampled=True)
+    assert len(groups) > 1 and [i for group in groups for i in group] == list(range(rows))
+    assert all(sum(len(ids[i]) for i in group) <= engine.prefill_budget for group in groups)
+    assert engine._request_groups(ids, sampled=False) == [range(rows)]
+
+    sampling = SamplingParams(max_new_tokens=6, temperature=0.7)
+    together = engine.generate(ids, sampling, seeds)
+    alone = [engine.generate([p], sampling, [seed])[0] for p, seed in zip(ids, seeds)]
+    assert [c.completion_ids for c in together] == [c.completion_ids for c in alone]
+    with pytest.raises(UniaplError, match="longer than vLLM's prefill budget"):
+        engine.generate([row * (engine.prefill_budget // len(row) + 1)], sampling, [0])
+
+
+@needs_vllm
 def test_analyze_samples_through_vllm_when_asked(vllm_tiny_model, tmp_path):
     """`uniapl analyze --engine vllm`: its samples are the vLLM engine's, seeded per row as the analysis seeds them."""
     from uniapl.cli import main

@@ -78,6 +78,23 @@ teach() {  # teach SPLIT FIRST COUNT SUFFIX: COUNT prompts of the split from FIR
 teach_lane_0() { teach train 0 500 "" && teach heldout 0 150 ""; }
 teach_lane_1() { teach train 500 500 .part2 && teach heldout 150 50 .part2; }
 
+unless_done() {  # unless_done FILE COMMAND...: COMMAND, unless FILE, its result, is already there
+  [ -f "$1" ] || "${@:2}"
+}
+
+# The start model with the grid's evaluation settings, and the echo floor; `uniapl analyze` keeps a finished analysis
+START=(--model smollm2-135m-instruct --dtype fp32 --max-new-tokens 384 --batch-size 64 --engine vllm)
+start_lane_0() { unless_done $RUNS/start/final/ifeval_scores.json $UNIAPL eval ifeval "${START[@]}" --out $RUNS/start/final; }
+start_lane_1() {
+  local heldout=data/rule_assisted/if_heldout.jsonl final=$RUNS/start/final
+  unless_done $final/heldout/ifeval_scores.json $UNIAPL eval ifeval "${START[@]}" --data $heldout --out $final/heldout &&
+    unless_done $final/ifbench/ifbench_summary.json $UNIAPL eval ifbench "${START[@]}" --out $final/ifbench &&
+    $UNIAPL analyze "${START[@]}" --expert $heldout --reward ifeval_strict --out $final/analysis &&
+    unless_done $RUNS/echo/final/ifeval_scores.json $UNIAPL eval ifeval --model echo --out $RUNS/echo/final &&
+    unless_done $RUNS/echo/final/heldout/ifeval_scores.json $UNIAPL eval ifeval --model echo --data $heldout \
+      --out $RUNS/echo/final/heldout
+}
+
 # A failed run is reported and the queue goes on; rerunning the stage resumes it.
 tune_run() {  # tune_run ALGORITHM LEARNING_RATE
   $UNIAPL compare $CONFIG --algorithms "$1" --seeds 0 --out "$RUNS/tune/lr$2" --set training.learning_rate="$2" \
@@ -129,16 +146,9 @@ case "${1:-}" in
     run_queue tune tune_run "${jobs[@]}"
     $UNIAPL report $RUNS/tune/lr*/*-seed0 --out $RUNS/tune/report
     $PYTHON scripts/repro/select_lr.py --runs $RUNS --table ;;
-  start)
-    model=smollm2-135m-instruct
-    settings=(--dtype fp32 --max-new-tokens 384 --batch-size 64 --engine vllm)
-    lane 0 $UNIAPL eval ifeval --model $model "${settings[@]}" --out $RUNS/start/final & first=$!
-    lane 1 bash -c "$UNIAPL eval ifeval --model $model ${settings[*]} --data data/rule_assisted/if_heldout.jsonl --out $RUNS/start/final/heldout &&
-      $UNIAPL eval ifbench --model $model ${settings[*]} --out $RUNS/start/final/ifbench &&
-      $UNIAPL analyze --model $model ${settings[*]} --expert data/rule_assisted/if_heldout.jsonl --reward ifeval_strict \
-        --out $RUNS/start/final/analysis &&
-      $UNIAPL eval ifeval --model echo --out $RUNS/echo/final &&
-      $UNIAPL eval ifeval --model echo --data data/rule_assisted/if_heldout.jsonl --out $RUNS/echo/final/heldout" & second=$!
+  start)  # a result already there is kept
+    lane 0 start_lane_0 & first=$!
+    lane 1 start_lane_1 & second=$!
     wait_lanes $first $second ;;
   grid)  # seed by seed, so that whenever the grid stops, every algorithm has about as many finished seeds as the others
     jobs=(); for seed in 1 2 3; do for algorithm in "${DEAREST_FIRST[@]}"; do jobs+=("$algorithm $seed"); done; done

@@ -104,6 +104,9 @@ class VLLMEngine(RolloutEngine):
                 **({"gpu_memory_utilization": _free_gpu_share()} if current_platform.is_cuda_alike() else {}),
                 **_launcher_settings(),
             )
+        # on a CPU, a sampled call's prompts go in groups that prefill in one scheduler step (see `_request_groups`)
+        self.prefill_budget = (self.llm.llm_engine.vllm_config.scheduler_config.max_num_batched_tokens
+                               if current_platform.is_cpu() else None)
         self.load_weights(weights if weights is not None else plain_weights(model))
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
@@ -127,16 +130,36 @@ class VLLMEngine(RolloutEngine):
         results: list[Completion] = []
         for start in range(0, len(prompt_ids), batch_size):
             chunk = prompt_ids[start : start + batch_size]
-            requests = [{"prompt_token_ids": list(p)} for p in chunk]
-            sampling = [self._sampling_params(params, seeds[start + i] if params.do_sample else None) for i in range(len(chunk))]
-            for row, output in enumerate(self.llm.generate(requests, sampling, use_tqdm=False)):
-                results.append(self._completion(output.outputs[0], params.do_sample, start + row, stop))
+            for group in self._request_groups(chunk, params.do_sample):
+                requests = [{"prompt_token_ids": list(chunk[i])} for i in group]
+                sampling = [self._sampling_params(params, seeds[start + i] if params.do_sample else None) for i in group]
+                for i, output in zip(group, self.llm.generate(requests, sampling, use_tqdm=False)):
+                    results.append(self._completion(output.outputs[0], params.do_sample, start + i, stop))
             if on_batch_done:
                 on_batch_done(len(chunk))
         if self.sleeps:
             self.llm.sleep(level=2)  # weights too: the next load_weights brings all of them
             self.asleep = True
         return results
+
+    def _request_groups(self, chunk: Sequence[Sequence[int]], sampled: bool) -> list[range]:
+        """The rows of one `generate` batch, split so that vLLM never prefills a seeded row over two scheduler steps:
+        it then rewinds the row's generator, which torch's CPU generator cannot do ("CPU Generator does not use
+        offset"). Each group's prompts fit the scheduler's token budget together, so they all prefill in the first step.
+        Greedy rows have no generator and go in as one group."""
+        if not sampled or self.prefill_budget is None:
+            return [range(len(chunk))]
+        groups, first, tokens = [], 0, 0
+        for i, prompt in enumerate(chunk):
+            if len(prompt) > self.prefill_budget:
+                raise UniaplError(f"a prompt of {len(prompt)} tokens is longer than vLLM's prefill budget on this CPU "
+                                  f"({self.prefill_budget} tokens), and vLLM cannot sample it with a seed there; "
+                                  f"shorten the prompt or use another engine (plain or compiled)")
+            if tokens + len(prompt) > self.prefill_budget:
+                groups.append(range(first, i))
+                first, tokens = i, 0
+            tokens += len(prompt)
+        return groups + [range(first, len(chunk))]
 
     def _sampling_params(self, params: SamplingParams, seed: int | None):
         from vllm import SamplingParams as VLLMSamplingParams
