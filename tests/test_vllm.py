@@ -146,6 +146,8 @@ def test_on_a_cpu_a_sampled_batch_longer_than_the_prefill_budget_goes_in_groups_
     assert len(groups) > 1 and [i for group in groups for i in group] == list(range(rows))
     assert all(sum(len(ids[i]) for i in group) <= engine.prefill_budget for group in groups)
     assert engine._request_groups(ids, sampled=False) == [range(rows)]
+    short = [[1, 2, 3]] * (engine.max_rows + 1)  # within the token budget, over the row limit
+    assert engine._request_groups(short, sampled=True) == [range(engine.max_rows), range(engine.max_rows, engine.max_rows + 1)]
 
     sampling = SamplingParams(max_new_tokens=6, temperature=0.7)
     together = engine.generate(ids, sampling, seeds)

@@ -105,8 +105,9 @@ class VLLMEngine(RolloutEngine):
                 **_launcher_settings(),
             )
         # on a CPU, a sampled call's prompts go in groups that prefill in one scheduler step (see `_request_groups`)
-        self.prefill_budget = (self.llm.llm_engine.vllm_config.scheduler_config.max_num_batched_tokens
-                               if current_platform.is_cpu() else None)
+        scheduler = self.llm.llm_engine.vllm_config.scheduler_config
+        self.prefill_budget = scheduler.max_num_batched_tokens if current_platform.is_cpu() else None
+        self.max_rows = scheduler.max_num_seqs
         self.load_weights(weights if weights is not None else plain_weights(model))
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
@@ -145,8 +146,8 @@ class VLLMEngine(RolloutEngine):
     def _request_groups(self, chunk: Sequence[Sequence[int]], sampled: bool) -> list[range]:
         """The rows of one `generate` batch, split so that vLLM never prefills a seeded row over two scheduler steps:
         it then rewinds the row's generator, which torch's CPU generator cannot do ("CPU Generator does not use
-        offset"). Each group's prompts fit the scheduler's token budget together, so they all prefill in the first step.
-        Greedy rows have no generator and go in as one group."""
+        offset"). Each group's prompts fit the scheduler's token budget together, and its rows the scheduler's row
+        limit, so they all prefill in the first step. Greedy rows have no generator and go in as one group."""
         if not sampled or self.prefill_budget is None:
             return [range(len(chunk))]
         groups, first, tokens = [], 0, 0
@@ -155,7 +156,7 @@ class VLLMEngine(RolloutEngine):
                 raise UniaplError(f"a prompt of {len(prompt)} tokens is longer than vLLM's prefill budget on this CPU "
                                   f"({self.prefill_budget} tokens), and vLLM cannot sample it with a seed there; "
                                   f"shorten the prompt or use another engine (plain or compiled)")
-            if tokens + len(prompt) > self.prefill_budget:
+            if tokens + len(prompt) > self.prefill_budget or i - first == self.max_rows:
                 groups.append(range(first, i))
                 first, tokens = i, 0
             tokens += len(prompt)
