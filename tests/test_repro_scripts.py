@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import statistics
 import subprocess
@@ -189,15 +190,21 @@ def test_each_script_explains_itself(name, tmp_path):
 
 
 FAKE_UNIAPL = """#!/usr/bin/env bash
-# records which lane ran what; fails the runs named in $FAIL
+# records which lane (its cores and torch threads) ran what; fails the runs named in $FAIL; a discriminator leaves
+# the files that `uniapl discriminator train` leaves
 sleep 0.$((RANDOM % 3 + 1))
-echo "$VLLM_CPU_OMP_THREADS_BIND $*" >> "$CALLS"
+echo "$VLLM_CPU_OMP_THREADS_BIND/$OMP_NUM_THREADS $*" >> "$CALLS"
 case " $* " in *" --algorithms $FAIL "*) exit 1 ;; esac
+if [ "$1" = discriminator ]; then
+  call="$*"
+  out=${call##*--out }
+  mkdir -p "$out" && touch "$out"/{discriminator.json,report.json,scores_hist.png,negatives.jsonl}
+fi
 """
 
 
-def run_stage(tmp_path: Path, stage: str, **env: str) -> tuple[list[list[str]], str]:
-    """`run.sh STAGE` from a copy of the repository's layout, with a fake uniapl that records its calls."""
+def run_stage(tmp_path: Path, stage: str, *args: str, check: bool = True, **env: str) -> tuple[list[list[str]], str]:
+    """`run.sh STAGE ARGS...` from a copy of the repository's layout, with a fake uniapl that records its calls."""
     runner = tmp_path / "scripts/repro2/run.sh"
     runner.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(SCRIPTS.parent / "repro2" / "run.sh", runner)
@@ -210,7 +217,10 @@ def run_stage(tmp_path: Path, stage: str, **env: str) -> tuple[list[list[str]], 
     select_lr.parent.mkdir(parents=True, exist_ok=True)
     select_lr.write_text("print('3e-5')\n")
     environment = {"PATH": "/usr/bin:/bin", "UNIAPL": str(fake), "PYTHON": sys.executable, "CALLS": str(calls), "FAIL": "none", **env}
-    done = subprocess.run(["bash", str(runner), stage], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(["bash", str(runner), stage, *args], cwd=tmp_path, env=environment, capture_output=True, text=True,
+                          timeout=120)
+    if not check:
+        return [], done.stderr
     assert done.returncode == 0, done.stderr
     logs = "".join(p.read_text() for p in sorted((tmp_path / "runs/repro2").glob("lane-*.log")))
     return [line.split() for line in calls.read_text().splitlines()], logs
@@ -225,7 +235,7 @@ def test_the_second_grid_lanes_take_each_tuning_run_once_from_one_queue(tmp_path
     runs = [(option(c, "--algorithms"), option(c, "--set")) for c in calls if c[1] == "compare"]
     expected = {(a, f"training.learning_rate={lr}") for a in ("grpo", "sft_then_grpo", "uniapl", "staged_aapa") for lr in ("1e-5", "3e-5")}
     assert sorted(runs) == sorted(expected)  # each once, none twice
-    assert {c[0] for c in calls if c[1] == "compare"} == {"0", "1"}  # both lanes took runs
+    assert {c[0] for c in calls if c[1] == "compare"} == {"0/1", "1/1"}  # both lanes took runs, one core and thread each
     assert all(option(c, "--seeds") == "0" for c in calls if c[1] == "compare")
 
 
@@ -238,6 +248,34 @@ def test_the_second_grid_goes_on_past_a_failed_run_and_reports_it(tmp_path):
     # a rerun clears the claims and takes every run again (compare itself skips what has finished)
     rerun, _ = run_stage(tmp_path, "grid")
     assert len(rerun) == 12
+
+
+def test_the_second_grid_runs_only_the_named_runs_and_refuses_a_name_it_does_not_know(tmp_path):
+    calls, _ = run_stage(tmp_path, "grid", "grpo:2", "uniapl:1")
+    assert sorted((option(c, "--algorithms"), option(c, "--seeds")) for c in calls) == [("grpo", "2"), ("uniapl", "1")]
+    _, error = run_stage(tmp_path, "grid", "grpo:4", check=False)
+    assert "grid job 'grpo:4' is not ALGORITHM:SEED" in error and "seeds 1, 2, 3" in error
+
+
+def test_one_lane_runs_the_queue_on_every_core(tmp_path):
+    calls, _ = run_stage(tmp_path, "grid", "grpo:1", "grpo:2", LANES="1")
+    cores = len(os.sched_getaffinity(0))
+    assert [(c[0], option(c, "--seeds")) for c in calls] == [(f"0-{cores - 1}/{cores}", "1"), (f"0-{cores - 1}/{cores}", "2")]
+    _, error = run_stage(tmp_path, "grid", LANES="3", check=False)
+    assert "LANES is '3'; it may be 1" in error
+
+
+def test_a_fresh_clone_refits_only_the_discriminator_the_runs_train_against(tmp_path):
+    published = tmp_path / "docs/repro2/discriminators"
+    for variant in ("ngram", "policy"):
+        write_json(published / variant / "report.json", {})
+    calls, _ = run_stage(tmp_path, "discriminator")
+    assert [option(c, "--variant") for c in calls] == ["minilm"]
+    assert (published / "minilm/report.json").exists() and (published / "negatives.jsonl").exists()
+    shutil.rmtree(published / "policy")
+    calls, _ = run_stage(tmp_path, "discriminator")  # minilm is there now; policy's report is not
+    assert [option(c, "--variant") for c in calls] == ["policy"]
+    assert option(calls[0], "--negatives") == "docs/repro2/discriminators/negatives.jsonl"
 
 
 def test_the_second_grid_start_stage_keeps_the_results_it_has_and_makes_the_rest(tmp_path):

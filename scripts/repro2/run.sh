@@ -6,12 +6,14 @@
 #   bash scripts/repro2/run.sh tune           # each algorithm at each learning rate, seed 0, held-out split only
 #   bash scripts/repro2/run.sh start          # the start model and the echo floor, with the same settings
 #   bash scripts/repro2/run.sh grid           # each algorithm at its tuned learning rate, seeds 1-3: train and evaluate
+#   bash scripts/repro2/run.sh grid grpo:1 grpo:2   # only those runs, in that order
 #   bash scripts/repro2/run.sh report         # the comparison report (runs/repro2/grid/report) and the results table
 #   bash scripts/repro2/run.sh publish        # copy the results (not the weights) to docs/repro2, to be committed as runs finish
 #   bash scripts/repro2/run.sh restore        # lay the results published in docs/repro2 out under runs/repro2
 #   bash scripts/repro2/run.sh all            # data, epsilon, discriminator, tune, start, grid and report, in this order
 # Two lanes, one core each: OMP_NUM_THREADS=1 for torch, and vLLM's CPU threads bound to the lane's own core
-# (VLLM_CPU_OMP_THREADS_BIND; by default vLLM binds every engine to all cores). The tuning and the grid are queues of
+# (VLLM_CPU_OMP_THREADS_BIND; by default vLLM binds every engine to all cores). LANES=1 runs one lane on every core
+# instead: one run finishes sooner, at some cost in throughput. The tuning and the grid are queues of
 # runs: each lane takes the next run that no lane has taken. Every step resumes: rerun the same command after an
 # interruption. The epsilon and discriminator stages run alone, on every core. Training and
 # evaluation run in .venv-vllm (bash scripts/setup.sh --vllm).
@@ -19,7 +21,8 @@ set -euo pipefail
 SELF="$(realpath "$0")"
 cd "$(dirname "$SELF")/../.."
 export OMP_NUM_THREADS=1
-ALL_CORES=(env OMP_NUM_THREADS="$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)")  # nproc obeys those two
+CORES=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # nproc obeys those two
+ALL_CORES=(env OMP_NUM_THREADS="$CORES")
 mkdir -p runs/repro2
 UNIAPL=${UNIAPL:-.venv-vllm/bin/uniapl}  # the environment may name others (tests do)
 PYTHON=${PYTHON:-.venv-vllm/bin/python}
@@ -38,10 +41,17 @@ DEAREST_FIRST=(staged_aapa uniapl sft_then_grpo grpo)
 TEACH=(teach --teacher smollm2-135m-instruct --dtype auto --rule-assisted --draft-prompt full --samples 8 --round-size 4
        --enough 1 --max-new-tokens 384 --temperature 0.7 --top-p 1.0 --batch-size 64 --seed 0)
 
-lane() {  # lane NUMBER COMMAND...: one core's job, its output appended to runs/repro2/lane-NUMBER.log
+LANES=${LANES:-2}
+[[ $LANES =~ ^[12]$ ]] || { echo "run.sh: LANES is '$LANES'; it may be 1 (one lane on every core) or 2 (one core each)" >&2; exit 2; }
+
+lane() {  # lane NUMBER COMMAND...: core NUMBER's job (every core's, with one lane), its output appended to runs/repro2/lane-NUMBER.log
   local number=$1
   shift
-  VLLM_CPU_OMP_THREADS_BIND=$number "$@" >> "$RUNS/lane-$number.log" 2>&1
+  if [ "$LANES" = 1 ]; then
+    OMP_NUM_THREADS=$CORES VLLM_CPU_OMP_THREADS_BIND=0-$((CORES - 1)) "$@" >> "$RUNS/lane-$number.log" 2>&1
+  else
+    VLLM_CPU_OMP_THREADS_BIND=$number "$@" >> "$RUNS/lane-$number.log" 2>&1
+  fi
 }
 
 wait_lanes() {  # wait_lanes PID...: wait for every lane, then fail if one failed, so that `all` stops there
@@ -53,11 +63,11 @@ wait_lanes() {  # wait_lanes PID...: wait for every lane, then fail if one faile
 # A lane claims a job by making its folder under runs/repro2/claims/STAGE (mkdir either makes it or fails, so two
 # lanes never take the same job). The claims are cleared when the stage starts: a job whose lane was stopped is
 # taken again, and its run resumes from its last checkpoint.
-run_queue() {  # run_queue STAGE FUNCTION JOB...: two lanes take the jobs in turn, each running FUNCTION JOB; wait for both
+run_queue() {  # run_queue STAGE FUNCTION JOB...: the lanes take the jobs in turn, each running FUNCTION JOB; wait for all
   local stage=$1 function=$2 number pids=()
   shift 2
   rm -rf "$RUNS/claims/$stage" && mkdir -p "$RUNS/claims/$stage"
-  for number in 0 1; do lane $number take_jobs "$stage" "$function" "$@" & pids+=($!); done
+  for ((number = 0; number < LANES; number++)); do lane $number take_jobs "$stage" "$function" "$@" & pids+=($!); done
   wait_lanes "${pids[@]}"
 }
 
@@ -135,6 +145,8 @@ case "${1:-}" in
     negatives=docs/repro2/discriminators/negatives.jsonl
     for variant in minilm ngram policy; do
       [ -f $RUNS/disc-$variant/discriminator.json ] && continue
+      # the runs train against minilm only; the other two are results, their published reports
+      [ $variant != minilm ] && [ -f docs/repro2/discriminators/$variant/report.json ] && continue
       sampled=(); [ -f $negatives ] && sampled=(--negatives $negatives)
       "${ALL_CORES[@]}" $UNIAPL discriminator train $CONFIG "${TRAIN[@]}" --variant $variant "${sampled[@]}" --out $RUNS/disc-$variant
       mkdir -p docs/repro2/discriminators/$variant
@@ -151,7 +163,18 @@ case "${1:-}" in
     lane 1 start_lane_1 & second=$!
     wait_lanes $first $second ;;
   grid)  # seed by seed, so that whenever the grid stops, every algorithm has about as many finished seeds as the others
-    jobs=(); for seed in 1 2 3; do for algorithm in "${DEAREST_FIRST[@]}"; do jobs+=("$algorithm $seed"); done; done
+    # `grid ALGORITHM:SEED...` queues only those runs: a session that may end on a fresh machine, where the checkpoints
+    # of unfinished runs are lost, takes the runs that finish within it
+    jobs=()
+    if [ $# -gt 1 ]; then
+      for job in "${@:2}"; do
+        [[ $job =~ ^(grpo|sft_then_grpo|uniapl|staged_aapa):[123]$ ]] \
+          || { echo "run.sh: grid job '$job' is not ALGORITHM:SEED (algorithms ${ALGORITHMS//,/, }; seeds 1, 2, 3)" >&2; exit 2; }
+        jobs+=("${job/:/ }")
+      done
+    else
+      for seed in 1 2 3; do for algorithm in "${DEAREST_FIRST[@]}"; do jobs+=("$algorithm $seed"); done; done
+    fi
     run_queue grid grid_run "${jobs[@]}" ;;
   report)
     $UNIAPL compare $CONFIG --algorithms $ALGORITHMS --seeds 1,2,3 --out $RUNS/grid "${TRAIN[@]}" "${EVAL[@]}"
