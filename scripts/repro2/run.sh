@@ -168,7 +168,7 @@ case "${1:-}" in
     jobs=()
     if [ $# -gt 1 ]; then
       for job in "${@:2}"; do
-        [[ $job =~ ^(grpo|sft_then_grpo|uniapl|staged_aapa):[123]$ ]] \
+        [[ $job =~ ^(${ALGORITHMS//,/|}):[123]$ ]] \
           || { echo "run.sh: grid job '$job' is not ALGORITHM:SEED (algorithms ${ALGORITHMS//,/, }; seeds 1, 2, 3)" >&2; exit 2; }
         jobs+=("${job/:/ }")
       done
