@@ -13,6 +13,7 @@ from synthetic_runs import analysis_result, eval_scores, make_run
 
 from uniapl import compare as compare_module
 from uniapl.compare import CompareSettings, compare
+from uniapl.io import read_json
 from uniapl.cli import main
 from uniapl.errors import UniaplError
 
@@ -118,6 +119,11 @@ def test_results_without_weights_are_not_trained_again(tmp_path, monkeypatch):
     compare(tiny_config(tmp_path, data), out, CompareSettings(("sft",), (1,), expert=str(data), skip=("heldout", "ifeval", "analyze", "report")),
             log=lambda line: None)
     assert trained == [1]
+
+    # every step any call asked for is recorded, so a snapshot knows what the run still lacks
+    assert read_json(out / "sft-seed1/compare_steps.json") == {"steps": ["heldout", "ifeval", "analyze"]}
+    assert compare_module.missing_results(out / "sft-seed1") == ["heldout"]
+    assert compare_module.missing_results(out / "sft-seed2") == ["analyze"]
 
 
 def test_results_made_with_other_settings_are_an_error(tmp_path, monkeypatch):

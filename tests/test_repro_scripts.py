@@ -143,9 +143,15 @@ def test_publish_copies_results_not_weights_and_marks_unfinished_metrics(tmp_pat
         "start/ifeval/ifeval_scores.json", "grid/report/report.md",
     }
 
-    write_json(running / "final/config.json", {})  # it finishes: the snapshot is replaced
+    # its training ends, but its compare call asked for the held-out split too: still a snapshot
+    write_json(running / "final/config.json", {})
+    write_json(running / "compare_steps.json", {"steps": ["heldout"]})
     script("publish.py", cwd=tmp_path)
-    assert sorted(p.name for p in (tmp_path / "docs/repro/grid/uniapl-seed1").iterdir()) == ["config.yaml", "metrics.jsonl"]
+    assert sorted(p.name for p in (tmp_path / "docs/repro/grid/uniapl-seed1").iterdir()) == ["config.yaml", "metrics.partial.jsonl"]
+
+    write_json(running / "final/heldout/ifeval_scores.json", heldout_scores(0.4))  # it finishes: the snapshot is replaced
+    script("publish.py", cwd=tmp_path)
+    assert sorted(p.name for p in (tmp_path / "docs/repro/grid/uniapl-seed1").iterdir()) == ["config.yaml", "heldout", "metrics.jsonl"]
 
 
 def test_restore_lays_finished_results_out_as_the_runs_left_them(tmp_path):

@@ -25,7 +25,7 @@ from uniapl.errors import UniaplError
 from uniapl.generation import SamplingParams
 from uniapl.ifeval.ifbench import SUMMARY_FILE as IFBENCH_SUMMARY
 from uniapl.ifeval.runner import DEFAULT_ENGINE
-from uniapl.io import read_json
+from uniapl.io import read_json, write_json_atomic
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,9 @@ SKIPPABLE_STEPS = (*RESULT_STEPS, "report")
 
 
 IFBENCH_DIR = "ifbench"
+# the result steps every compare call so far asked of a run: a snapshot of the run (scripts/repro/publish.py) is
+# complete only when all of them are there, not when training ends
+REQUESTED_STEPS_FILE = "compare_steps.json"
 
 
 def run_dir(out: Path, algorithm: str, seed: int) -> Path:
@@ -66,6 +69,26 @@ def run_config(config_path: str | Path, out: Path, algorithm: str, seed: int, ov
 
     per_run = [f"algorithm.name={algorithm}", f"training.seed={seed}", f"training.output_dir={run_dir(out, algorithm, seed)}"]
     return UniAPLConfig.from_yaml(config_path, overrides=[*overrides, *per_run])
+
+
+def result_paths(run: Path) -> dict[str, Path]:
+    """Each result step's JSON, written when the step ends."""
+    final = run / "final"
+    return {"heldout": final / HELDOUT_DIR / EVAL_JSON, "ifeval": final / EVAL_JSON, "ifbench": final / IFBENCH_DIR / IFBENCH_SUMMARY,
+            "analyze": final / "analysis" / ANALYSIS_JSON}
+
+
+def record_requested_steps(run: Path, steps: list[str]) -> None:
+    path = run / REQUESTED_STEPS_FILE
+    recorded = read_json(path)["steps"] if path.is_file() else []
+    write_json_atomic(path, {"steps": [name for name in RESULT_STEPS if name in {*recorded, *steps}]})
+
+
+def missing_results(run: Path) -> list[str]:
+    """The result steps asked of `run` whose result is not there yet (none for a run no compare call recorded)."""
+    path = run / REQUESTED_STEPS_FILE
+    paths = result_paths(run)
+    return [name for name in read_json(path)["steps"] if not paths[name].is_file()] if path.is_file() else []
 
 
 def train_run(config) -> None:
@@ -154,8 +177,8 @@ def compare(config_path: str | Path, out: str | Path, settings: CompareSettings,
         run = run_dir(out, algorithm, seed)
         final = run / "final"
         heldout = final / HELDOUT_DIR
-        results = {"heldout": heldout / EVAL_JSON, "ifeval": final / EVAL_JSON, "ifbench": final / IFBENCH_DIR / IFBENCH_SUMMARY,
-                   "analyze": final / "analysis" / ANALYSIS_JSON}
+        results = result_paths(run)
+        record_requested_steps(run, steps)
         actions = {"train": lambda: train_run(config), "heldout": lambda: evaluate_run(final, settings, data=settings.heldout, out_dir=heldout),
                    "ifeval": lambda: evaluate_run(final, settings), "ifbench": lambda: ifbench_run(final, settings),
                    "analyze": lambda: analyze_run(final, settings)}

@@ -1,9 +1,9 @@
 """Copy the reproduction's small result files from runs/repro/ into docs/repro/, to be committed.
 
-Weights and checkpoints stay behind. For each run: its config, its metrics (as metrics.partial.jsonl
-while it has not finished, so a snapshot cannot pass for a finished run), and whatever it has of the
-held-out evaluation, IFEval (scores, settings, responses), IFBench's responses (with their settings and
-summary) and the analysis (JSON and histograms).
+Weights and checkpoints stay behind. For each run: its config, its metrics (as metrics.partial.jsonl until its
+training and every evaluation its `uniapl compare` calls asked for have finished, so a snapshot cannot pass for a
+finished run), and whatever it has of the held-out evaluation, IFEval (scores, settings, responses), IFBench's
+responses (with their settings and summary) and the analysis (JSON and histograms).
 Each comparison report (report.md, report.html, PNGs) is copied whole. Rerun it as runs finish; it
 replaces what it copied before.
 
@@ -24,6 +24,7 @@ import shutil
 from pathlib import Path
 
 from uniapl.analysis.report import load_run
+from uniapl.compare import missing_results
 from uniapl.ifeval import ifbench
 
 EVAL_FILES = ("ifeval_scores.json", "ifeval_run.json", "ifeval_responses.jsonl")
@@ -58,7 +59,7 @@ def publish_run(run: Path, target: Path) -> list[str]:
         shutil.rmtree(target)
     target.mkdir(parents=True)
     final = run / "final"
-    finished = not (run / "config.yaml").is_file() or load_run(run, run.name).finished
+    finished = not (run / "config.yaml").is_file() or (load_run(run, run.name).finished and not missing_results(run))
     sources = [(run / "config.yaml", target / "config.yaml"),
                (run / "metrics.jsonl", target / ("metrics.jsonl" if finished else "metrics.partial.jsonl"))]
     sources += [(final / folder / name, target / published / name) for folder, names, published in RESULT_FILES
