@@ -45,13 +45,10 @@ LANES=${LANES:-2}
 [[ $LANES =~ ^[12]$ ]] || { echo "run.sh: LANES is '$LANES'; it may be 1 (one lane on every core) or 2 (one core each)" >&2; exit 2; }
 
 lane() {  # lane NUMBER COMMAND...: core NUMBER's job (every core's, with one lane), its output appended to runs/repro2/lane-NUMBER.log
-  local number=$1
+  local number=$1 threads=1 cores=$1
   shift
-  if [ "$LANES" = 1 ]; then
-    OMP_NUM_THREADS=$CORES VLLM_CPU_OMP_THREADS_BIND=0-$((CORES - 1)) "$@" >> "$RUNS/lane-$number.log" 2>&1
-  else
-    VLLM_CPU_OMP_THREADS_BIND=$number "$@" >> "$RUNS/lane-$number.log" 2>&1
-  fi
+  [ "$LANES" = 1 ] && threads=$CORES cores=0-$((CORES - 1))
+  OMP_NUM_THREADS=$threads VLLM_CPU_OMP_THREADS_BIND=$cores "$@" >> "$RUNS/lane-$number.log" 2>&1
 }
 
 wait_lanes() {  # wait_lanes PID...: wait for every lane, then fail if one failed, so that `all` stops there
