@@ -212,6 +212,8 @@ def test_lengths_match_directly_counted_tokens(analyzed, independent):
     assert length["distance"]["wasserstein_1"] == pytest.approx(hand_wasserstein(policy_lengths, expert_lengths))
     assert length["distance"]["ks_statistic"] == pytest.approx(hand_ks(policy_lengths, expert_lengths))
     assert sum(length["histogram"]["expert_counts"]) == 4
+    assert set(analyzed["result"]["seconds"]) == {"sampling", "scoring"}  # what scripts/repro/compute.py adds up
+    assert all(seconds > 0 for seconds in analyzed["result"]["seconds"].values())
 
 
 def test_logprobs_match_a_direct_forward_pass(analyzed, independent):

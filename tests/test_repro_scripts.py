@@ -1,4 +1,4 @@
-"""The reproduction's scripts (scripts/repro/): the tuned learning rate, the results table, publishing.
+"""The reproduction's scripts (scripts/repro/): the tuned learning rate, the results table, publishing, the compute.
 
 They decide and print the figures of docs/results.md, so they are run here as a user runs them, on
 run folders laid out like `scripts/repro/run.sh` leaves them, with made-up scores.
@@ -190,7 +190,24 @@ def test_restore_lays_finished_results_out_as_the_runs_left_them(tmp_path):
     assert published_files(fresh / "docs/repro") == {k: v for k, v in before.items() if not k.startswith("grid/")}
 
 
-@pytest.mark.parametrize("name", ["select_lr.py", "results_table.py", "publish.py"])
+def test_compute_adds_up_training_steps_and_evaluations_per_run_and_stage(tmp_path):
+    grid = tmp_path / "runs/repro/grid/grpo-seed1"
+    grid.mkdir(parents=True)
+    (grid / "metrics.jsonl").write_text("".join(json.dumps({"step": i, "time/step": t}) + "\n" for i, t in enumerate([60, 90, 150], 1)))
+    write_json(grid / "final/heldout/ifeval_scores.json", {**heldout_scores(0.4), "generation_seconds": 360})
+    write_json(grid / "final/ifeval_scores.json", {"prompt_level_strict_acc": 0.2, "generation_seconds": 900})
+    write_json(grid / "final/analysis/analysis.json", {"n_prompts": 3, "seconds": {"sampling": 240, "scoring": 960}})
+    tune = tmp_path / "runs/repro/tune/lr1e-5/grpo-seed0"  # held-out only; an analysis from before it kept its time
+    tune.mkdir(parents=True)
+    (tune / "metrics.jsonl").write_text(json.dumps({"step": 1, "time/step": 120}) + "\n")
+    write_json(tune / "final/analysis/analysis.json", {"n_prompts": 3})
+    out = script("compute.py", cwd=tmp_path).stdout
+    assert "| grpo-seed1 | 3 | 90.0 | 5.0 | 6.0 | 15.0 | - | 20.0 | 0.77 |" in out  # (300 + 360 + 900 + 1200) s
+    assert "grid: 1 runs, 0.8 lane-hours recorded" in out
+    assert "| lr1e-5/grpo-seed0 | 1 | 120.0 | 2.0 | - | - | - | not recorded | 0.03 |" in out
+
+
+@pytest.mark.parametrize("name", ["select_lr.py", "results_table.py", "publish.py", "compute.py"])
 def test_each_script_explains_itself(name, tmp_path):
     assert "usage:" in script(name, "--help", cwd=tmp_path).stdout
 

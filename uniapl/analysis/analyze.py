@@ -16,6 +16,7 @@ saved one, and asking with others into the same folder is refused rather than ov
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -125,7 +126,9 @@ def analyze_model(model_name: str, expert_file: str | Path, out_dir: str | Path,
         raise UniaplError(f"model '{model_name}': the tokenizer has no EOS token to end the expert's responses with")
     prompt_ids = encode_prompts(tokenizer, [e.prompt for e in examples])
     seeds = [sequence_seed(settings.seed, 0, i) for i in range(len(examples))]
+    started = time.perf_counter()
     samples = generate(model, tokenizer, prompt_ids, settings.sampling, seeds, settings.batch_size, engine=settings.engine)
+    sampled = time.perf_counter()
 
     expert_ids = [tokenizer(e.expert_response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for e in examples]
     pad_id = tokenizer.pad_token_id
@@ -133,6 +136,7 @@ def analyze_model(model_name: str, expert_file: str | Path, out_dir: str | Path,
     expert_logprobs = completion_logprobs(model, prompt_ids, expert_ids, pad_id, batch_size=settings.batch_size)
     policy_mean_logprob = [_mean(lp) for lp in policy_logprobs]
     expert_mean_logprob = [_mean(lp) for lp in expert_logprobs]
+    scored = time.perf_counter()
 
     policy_texts = [s.text for s in samples]
     prompt_texts = [e.prompt_text for e in examples]
@@ -149,6 +153,8 @@ def analyze_model(model_name: str, expert_file: str | Path, out_dir: str | Path,
             "policy": degeneration_summary(prompt_texts, policy_texts, [s.truncated for s in samples]),
             "expert": degeneration_summary(prompt_texts, [e.expert_response for e in examples], [False] * len(examples)),
         },
+        # where an analysis's time goes, for the compute accounts of a grid (scripts/repro/compute.py)
+        "seconds": {"sampling": sampled - started, "scoring": scored - sampled},
     }
     if verifier is not None:
         result["verifier"] = {
