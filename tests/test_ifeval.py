@@ -15,10 +15,9 @@ from uniapl.cli import main
 from uniapl.errors import DataError, UniaplError
 from uniapl.ifeval import run_ifeval, score_responses
 from uniapl.ifeval.prompts import IFEVAL_SIZE, load_ifeval
-from uniapl.ifeval.scoring import CHECK_SEED
+from uniapl.ifeval.scoring import CHECK_SEED, METRICS
 from uniapl.ifeval.runner import RESPONSES_FILE, SCORES_FILE
 
-METRICS = ["prompt_level_strict_acc", "inst_level_strict_acc", "prompt_level_loose_acc", "inst_level_loose_acc"]
 TINY = "tiny-random-smollm2"
 
 NO_NETWORK_SCRIPT = """
