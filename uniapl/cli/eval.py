@@ -44,9 +44,9 @@ def add_parser(subparsers) -> None:
 
 def format_scores(scores: dict) -> str:
     """The 4 metrics, the degeneration signs, and the accuracy of each instruction type, as text."""
-    lines = [f"IFEval: {scores['model']} on {scores['n_prompts']} prompts"]
     from uniapl.ifeval.scoring import METRICS
 
+    lines = [f"IFEval: {scores['model']} on {scores['n_prompts']} prompts"]
     lines += [f"  {name:<24} {scores[name] * 100:6.2f}" for name in METRICS]
     degeneration = scores["degeneration"]
     lines.append(
