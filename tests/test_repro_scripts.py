@@ -264,13 +264,14 @@ def test_the_second_grid_lanes_take_each_tuning_run_once_from_one_queue(tmp_path
 
 def test_the_second_grid_goes_on_past_a_failed_run_and_reports_it(tmp_path):
     calls, logs = run_stage(tmp_path, "grid", FAIL="uniapl")
+    calls = [c for c in calls if c[1] == "compare"]  # after the discriminators, which staged_aapa needs
     runs = sorted((option(c, "--algorithms"), option(c, "--seeds")) for c in calls)
     assert runs == sorted((a, s) for a in ("grpo", "sft_then_grpo", "uniapl", "staged_aapa") for s in "123")
     assert all(option(c, "--set") == "training.learning_rate=3e-5" for c in calls)
     assert logs.count("run.sh: uniapl at seed") == 3 and "rerun to resume it" in logs
     # a rerun clears the claims and takes every run again (compare itself skips what has finished)
     rerun, _ = run_stage(tmp_path, "grid")
-    assert len(rerun) == 12
+    assert len(rerun) == 12 and all(c[1] == "compare" for c in rerun)
 
 
 def test_the_second_grid_runs_only_the_named_runs_and_refuses_a_name_it_does_not_know(tmp_path):
@@ -299,6 +300,19 @@ def test_a_fresh_clone_refits_only_the_discriminator_the_runs_train_against(tmp_
     calls, _ = run_stage(tmp_path, "discriminator")  # minilm is there now; policy's report is not
     assert [option(c, "--variant") for c in calls] == ["policy"]
     assert option(calls[0], "--negatives") == "docs/repro2/discriminators/negatives.jsonl"
+
+
+def test_the_grid_refits_the_discriminator_first_where_staged_aapa_needs_it(tmp_path):
+    for root in (tmp_path / "fresh", tmp_path / "grpo-only"):
+        for variant in ("ngram", "policy"):
+            write_json(root / f"docs/repro2/discriminators/{variant}/report.json", {})
+    calls, _ = run_stage(tmp_path / "fresh", "grid", "staged_aapa:1", "grpo:1")
+    assert calls[0][1] == "discriminator" and option(calls[0], "--variant") == "minilm"
+    assert sorted(option(c, "--algorithms") for c in calls[1:]) == ["grpo", "staged_aapa"]
+    calls, _ = run_stage(tmp_path / "fresh", "grid", "staged_aapa:2")  # refitted once, kept
+    assert [c[1] for c in calls] == ["compare"]
+    calls, _ = run_stage(tmp_path / "grpo-only", "grid", "grpo:2")  # no run needs it
+    assert [c[1] for c in calls] == ["compare"]
 
 
 def test_the_second_grid_start_stage_keeps_the_results_it_has_and_makes_the_rest(tmp_path):

@@ -6,6 +6,7 @@
 #   bash scripts/repro2/run.sh tune           # each algorithm at each learning rate, seed 0, held-out split only
 #   bash scripts/repro2/run.sh start          # the start model and the echo floor, with the same settings
 #   bash scripts/repro2/run.sh grid           # each algorithm at its tuned learning rate, seeds 1-3: train and evaluate
+#                                             # (it refits the discriminator first where staged_aapa needs it and it is missing)
 #   bash scripts/repro2/run.sh grid grpo:1 grpo:2   # only those runs, in that order
 #   bash scripts/repro2/run.sh report         # the comparison report (runs/repro2/grid/report) and the results table
 #   bash scripts/repro2/run.sh publish        # copy the results (not the weights) to docs/repro2, to be committed as runs finish
@@ -171,6 +172,10 @@ case "${1:-}" in
       done
     else
       for seed in 1 2 3; do for algorithm in "${DEAREST_FIRST[@]}"; do jobs+=("$algorithm $seed"); done; done
+    fi
+    # staged_aapa trains against the minilm discriminator: on a fresh clone it is refitted first (about 80 s)
+    if [[ " ${jobs[*]} " == *" staged_aapa "* ]] && [ ! -f $RUNS/disc-minilm/discriminator.json ]; then
+      bash "$SELF" discriminator
     fi
     run_queue grid grid_run "${jobs[@]}" ;;
   report)
