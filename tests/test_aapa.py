@@ -99,6 +99,19 @@ def test_each_variant_separates_a_separable_set(variant):
     assert report["heldout"]["prompts"] == 15 and report["train"]["prompts"] == 45
 
 
+def test_the_fit_seed_sets_the_initialization():
+    """The same seed gives the same discriminator, whatever used the global RNG before the model was built."""
+    settings = DiscriminatorSettings(variant="minilm", encoder=VARIANT_ENCODERS["minilm"])
+    fit = FitSettings(epochs=2, patience=2, seed=3)
+    train, heldout = split_by_prompt(styled_rows(20), 0.25, seed=0)
+    heads = []
+    for draws in (1, 2):
+        torch.rand(draws)
+        model, _, _ = fit_discriminator(build_discriminator(settings, settings.encoder), train, heldout, fit, progress=False)
+        heads.append(model.head.state_dict())
+    assert all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])
+
+
 def test_a_discriminator_fails_on_shuffled_labels():
     rows = styled_rows(150, seed=1)
     labels = [r.label for r in rows]

@@ -221,7 +221,7 @@ case " $* " in *" --algorithms $FAIL "*) exit 1 ;; esac
 if [ "$1" = discriminator ]; then
   call="$*"
   out=${call##*--out }
-  mkdir -p "$out" && touch "$out"/{discriminator.json,report.json,scores_hist.png,negatives.jsonl}
+  mkdir -p "$out" && touch "$out"/{discriminator.json,scores_hist.png,negatives.jsonl} && echo '{"auc": 0.9}' > "$out"/report.json
 fi
 """
 
@@ -313,6 +313,20 @@ def test_the_grid_refits_the_discriminator_first_where_staged_aapa_needs_it(tmp_
     assert [c[1] for c in calls] == ["compare"]
     calls, _ = run_stage(tmp_path / "grpo-only", "grid", "grpo:2")  # no run needs it
     assert [c[1] for c in calls] == ["compare"]
+
+
+def test_the_grid_leaves_staged_aapa_out_unless_the_discriminator_is_the_published_fit(tmp_path):
+    write_json(tmp_path / "docs/repro2/discriminators/minilm/report.json", {"auc": 0.915, "best_epoch": 3})
+    fit = tmp_path / "runs/repro2/disc-minilm"
+    write_json(fit / "discriminator.json", {})
+    write_json(fit / "report.json", {"auc": 0.91, "best_epoch": 3})  # a refit that came out otherwise
+    _, error = run_stage(tmp_path, "grid", "staged_aapa:1", "grpo:1", check=False)
+    ran = [line.split() for line in (tmp_path / "calls.log").read_text().splitlines()]
+    assert [(option(c, "--algorithms"), option(c, "--seeds")) for c in ran] == [("grpo", "1")]
+    assert "runs/repro2/disc-minilm is not the fit" in error and "staged_aapa is left out" in error
+    write_json(fit / "report.json", {"auc": 0.915, "best_epoch": 3})
+    calls, _ = run_stage(tmp_path, "grid", "staged_aapa:1", "grpo:1")
+    assert sorted(option(c, "--algorithms") for c in calls) == ["grpo", "staged_aapa"]
 
 
 def test_the_second_grid_start_stage_keeps_the_results_it_has_and_makes_the_rest(tmp_path):

@@ -96,6 +96,12 @@ def evaluate(logits: torch.Tensor, labels: torch.Tensor) -> dict:
             "loss": labelled_discriminator_loss(logits, labels).item()}
 
 
+def reset_head(model: AnchorDiscriminator) -> None:
+    for module in model.head.modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+
+
 def fit_discriminator(model: AnchorDiscriminator, train_rows: list[LabelledResponse], heldout_rows: list[LabelledResponse],
                       fit: FitSettings, progress: bool = True) -> tuple[AnchorDiscriminator, dict, torch.Tensor]:
     """Train `model`'s head (and a fine-tuned encoder) and keep its best held-out epoch. Returns the model, the report
@@ -103,6 +109,7 @@ def fit_discriminator(model: AnchorDiscriminator, train_rows: list[LabelledRespo
     from tqdm import tqdm
 
     torch.manual_seed(fit.seed)
+    reset_head(model)  # the seed, not whatever ran before the model was built, sets the initialization
     started = time.perf_counter()
     train, heldout = Split.of(train_rows, model), Split.of(heldout_rows, model)
     if not model.trains_encoder:

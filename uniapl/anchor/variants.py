@@ -141,6 +141,11 @@ class NgramHead(nn.Module):
         self.weight = nn.Parameter(torch.zeros(buckets))
         self.bias = nn.Parameter(torch.zeros(()))
 
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            self.weight.zero_()
+            self.bias.zero_()
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return torch.sparse.mm(features, self.weight[:, None]).squeeze(-1) + self.bias
 
