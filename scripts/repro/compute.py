@@ -17,13 +17,15 @@ import json
 import statistics
 from pathlib import Path
 
+from uniapl.compare import result_paths
+
 NOT_RECORDED = "not recorded"
-# (header, file under final/, how its seconds are read)
+# (header, compare's result step, how its seconds are read from the step's result)
 EVALUATIONS = [
-    ("held-out min", "heldout/ifeval_scores.json", lambda result: result.get("generation_seconds")),
-    ("IFEval min", "ifeval_scores.json", lambda result: result.get("generation_seconds")),
-    ("IFBench min", "ifbench/ifbench_summary.json", lambda result: result.get("generation_seconds")),
-    ("analysis min", "analysis/analysis.json", lambda result: sum(result["seconds"].values()) if "seconds" in result else None),
+    ("held-out min", "heldout", lambda result: result.get("generation_seconds")),
+    ("IFEval min", "ifeval", lambda result: result.get("generation_seconds")),
+    ("IFBench min", "ifbench", lambda result: result.get("generation_seconds")),
+    ("analysis min", "analyze", lambda result: sum(result["seconds"].values()) if "seconds" in result else None),
 ]
 
 
@@ -38,8 +40,9 @@ def step_times(run: Path) -> list[float]:
 def evaluation_seconds(run: Path) -> dict[str, float | str]:
     """Each evaluation's seconds; "-" where it has not run (or was not asked for), NOT_RECORDED where it kept none."""
     seconds: dict[str, float | str] = {}
-    for header, file, read in EVALUATIONS:
-        path = run / "final" / file
+    paths = result_paths(run)
+    for header, step, read in EVALUATIONS:
+        path = paths[step]
         recorded = read(json.loads(path.read_text())) if path.is_file() else "-"
         seconds[header] = NOT_RECORDED if recorded is None else recorded
     return seconds

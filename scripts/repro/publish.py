@@ -23,19 +23,28 @@ import argparse
 import shutil
 from pathlib import Path
 
+from uniapl.analysis.analyze import LENGTH_PNG, LOGPROB_PNG
 from uniapl.analysis.report import load_run
-from uniapl.compare import missing_results
-from uniapl.ifeval import ifbench
+from uniapl.compare import missing_results, result_paths
+from uniapl.ifeval import ifbench, runner
 
-EVAL_FILES = ("ifeval_scores.json", "ifeval_run.json", "ifeval_responses.jsonl")
-# (folder under final/, files, folder under the published run); a result is published once its first file (the
-# scores, written when the evaluation ends) exists, so an evaluation in progress leaves nothing half-done in docs/
+EVAL_FILES = (runner.SETTINGS_FILE, runner.RESPONSES_FILE)
+# (compare's result step, the files beside its result that go with it, the folder under the published run); a
+# result is published once the step's result (written when the step ends) exists, so an evaluation in progress
+# leaves nothing half-done in docs/
 RESULT_FILES = [
     ("heldout", EVAL_FILES, "heldout"),
-    (".", EVAL_FILES, "ifeval"),
-    ("ifbench", (ifbench.SUMMARY_FILE, ifbench.SETTINGS_FILE, ifbench.RESPONSES_FILE), "ifbench"),
-    ("analysis", ("analysis.json", "length_hist.png", "logprob_hist.png"), "analysis"),
+    ("ifeval", EVAL_FILES, "ifeval"),
+    ("ifbench", (ifbench.SETTINGS_FILE, ifbench.RESPONSES_FILE), "ifbench"),
+    ("analyze", (LENGTH_PNG, LOGPROB_PNG), "analysis"),
 ]
+
+
+def result_files(run: Path) -> list[tuple[Path, str, Path]]:
+    """(a result's file under the run, the folder it is published in, its result) for every file of every step."""
+    paths = result_paths(run)
+    return [(paths[step].parent / name, published, paths[step]) for step, names, published in RESULT_FILES
+            for name in (paths[step].name, *names)]
 
 
 def run_folders(root: Path) -> list[Path]:
@@ -58,12 +67,10 @@ def publish_run(run: Path, target: Path) -> list[str]:
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
-    final = run / "final"
     finished = not (run / "config.yaml").is_file() or (load_run(run, run.name).finished and not missing_results(run))
     sources = [(run / "config.yaml", target / "config.yaml"),
                (run / "metrics.jsonl", target / ("metrics.jsonl" if finished else "metrics.partial.jsonl"))]
-    sources += [(final / folder / name, target / published / name) for folder, names, published in RESULT_FILES
-                if (final / folder / names[0]).is_file() for name in names]
+    sources += [(path, target / published / path.name) for path, published, result in result_files(run) if result.is_file()]
     return copy_existing(sources, target)
 
 
@@ -75,7 +82,7 @@ def published_runs(root: Path) -> list[Path]:
 
 def restore_run(published: Path, run: Path) -> list[str]:
     sources = [(published / "config.yaml", run / "config.yaml"), (published / "metrics.jsonl", run / "metrics.jsonl")]
-    sources += [(published / folder / name, run / "final" / local / name) for local, names, folder in RESULT_FILES for name in names]
+    sources += [(published / folder / path.name, path) for path, folder, _ in result_files(run)]
     return copy_existing(sources, run)
 
 
