@@ -315,7 +315,7 @@ def test_the_grid_refits_the_discriminator_first_where_staged_aapa_needs_it(tmp_
     assert [c[1] for c in calls] == ["compare"]
 
 
-def test_the_grid_leaves_staged_aapa_out_unless_the_discriminator_is_the_published_fit(tmp_path):
+def test_the_grid_and_the_tuning_leave_staged_aapa_out_unless_the_discriminator_is_the_published_fit(tmp_path):
     write_json(tmp_path / "docs/repro2/discriminators/minilm/report.json", {"auc": 0.915, "best_epoch": 3})
     fit = tmp_path / "runs/repro2/disc-minilm"
     write_json(fit / "discriminator.json", {})
@@ -324,6 +324,9 @@ def test_the_grid_leaves_staged_aapa_out_unless_the_discriminator_is_the_publish
     ran = [line.split() for line in (tmp_path / "calls.log").read_text().splitlines()]
     assert [(option(c, "--algorithms"), option(c, "--seeds")) for c in ran] == [("grpo", "1")]
     assert "runs/repro2/disc-minilm is not the fit" in error and "staged_aapa is left out" in error
+    _, error = run_stage(tmp_path, "tune", check=False)  # the tuning too
+    ran = [line.split() for line in (tmp_path / "calls.log").read_text().splitlines()]
+    assert sorted({option(c, "--algorithms") for c in ran if c[1] == "compare"}) == ["grpo", "sft_then_grpo", "uniapl"]
     write_json(fit / "report.json", {"auc": 0.915, "best_epoch": 3})
     calls, _ = run_stage(tmp_path, "grid", "staged_aapa:1", "grpo:1")
     assert sorted(option(c, "--algorithms") for c in calls) == ["grpo", "staged_aapa"]

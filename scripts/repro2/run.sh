@@ -6,7 +6,8 @@
 #   bash scripts/repro2/run.sh tune           # each algorithm at each learning rate, seed 0, held-out split only
 #   bash scripts/repro2/run.sh start          # the start model and the echo floor, with the same settings
 #   bash scripts/repro2/run.sh grid           # each algorithm at its tuned learning rate, seeds 1-3: train and evaluate
-#                                             # (it refits the discriminator first where staged_aapa needs it and it is missing)
+#                                             # (tune and grid refit the discriminator first where staged_aapa needs it and it
+#                                             # is missing, and leave staged_aapa out unless it is the published fit)
 #   bash scripts/repro2/run.sh grid grpo:1 grpo:2   # only those runs, in that order
 #   bash scripts/repro2/run.sh report         # the comparison report (runs/repro2/grid/report) and the results table
 #   bash scripts/repro2/run.sh publish        # copy the results (not the weights) to docs/repro2, to be committed as runs finish
@@ -94,6 +95,20 @@ sys.exit(any(reports[0].get(key) != reports[1].get(key) for key in ("auc", "acc_
 PY
 }
 
+# staged_aapa trains against the minilm discriminator: on a fresh clone it is refitted first (about 80 s). The fit is
+# seeded, so the refit is the published one, up to float rounding; every seed must train against that one fit
+staged_aapa_needs_its_fit() {  # leaves staged_aapa out of $jobs unless runs/repro2/disc-minilm is the published fit
+  [[ " ${jobs[*]} " == *" staged_aapa "* ]] || return 0
+  [ -f $RUNS/disc-minilm/discriminator.json ] || bash "$SELF" discriminator
+  local published=docs/repro2/discriminators/minilm/report.json
+  same_fit $RUNS/disc-minilm/report.json $published && return 0
+  echo "run.sh: $RUNS/disc-minilm is not the fit that staged_aapa trains against ($published differs in held-out AUC," \
+    "accuracy or best epoch); staged_aapa is left out of this queue" >&2
+  for i in "${!jobs[@]}"; do
+    if [[ ${jobs[i]} == "staged_aapa "* ]]; then unset "jobs[i]"; fi
+  done
+}
+
 unless_done() {  # unless_done FILE COMMAND...: COMMAND, unless FILE, its result, is already there
   [ -f "$1" ] || "${@:2}"
 }
@@ -163,6 +178,7 @@ case "${1:-}" in
     done ;;
   tune)
     jobs=(); for algorithm in "${DEAREST_FIRST[@]}"; do for lr in "${LEARNING_RATES[@]}"; do jobs+=("$algorithm $lr"); done; done
+    staged_aapa_needs_its_fit
     run_queue tune tune_run "${jobs[@]}"
     $UNIAPL report $RUNS/tune/lr*/*-seed0 --out $RUNS/tune/report
     $PYTHON scripts/repro/select_lr.py --runs $RUNS --table ;;
@@ -183,17 +199,7 @@ case "${1:-}" in
     else
       for seed in 1 2 3; do for algorithm in "${DEAREST_FIRST[@]}"; do jobs+=("$algorithm $seed"); done; done
     fi
-    # staged_aapa trains against the minilm discriminator: on a fresh clone it is refitted first (about 80 s). The fit
-    # is seeded, so the refit is the published one, up to float rounding; every seed must train against that one fit
-    if [[ " ${jobs[*]} " == *" staged_aapa "* ]]; then
-      [ -f $RUNS/disc-minilm/discriminator.json ] || bash "$SELF" discriminator
-      published=docs/repro2/discriminators/minilm/report.json
-      if ! same_fit $RUNS/disc-minilm/report.json $published; then
-        echo "run.sh: $RUNS/disc-minilm is not the fit that the grid's staged_aapa runs train against ($published differs" \
-          "in held-out AUC, accuracy or best epoch); staged_aapa is left out of this queue" >&2
-        for i in "${!jobs[@]}"; do [[ ${jobs[i]} == "staged_aapa "* ]] && unset "jobs[i]"; done
-      fi
-    fi
+    staged_aapa_needs_its_fit
     run_queue grid grid_run "${jobs[@]}" ;;
   report)
     $UNIAPL compare $CONFIG --algorithms $ALGORITHMS --seeds 1,2,3 --out $RUNS/grid "${TRAIN[@]}" "${EVAL[@]}"
