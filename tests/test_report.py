@@ -104,7 +104,7 @@ def test_curves_are_real_images_and_absent_metrics_are_named(runs, tmp_path):
     write_report([runs["a"], runs["b"]], out)
     text = (out / "report.md").read_text()
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert "curve_reward.png" in images and "curve_discriminator.png" in images
+    assert {"curve_reward.png", "curve_discriminator.png", "curve_entropy.png"} <= set(images)
     assert "uniapl-seed1_length_hist.png" in images
     assert "curve_kl.png" not in images
     not_logged = re.search(r"Not logged by any run: (.*)\.", text).group(1).split("; ")

@@ -268,6 +268,7 @@ CURVE_FIGURES = [
         ((Series(M.ANCHOR_SCORE_MEAN, "on rollouts"), Series(M.ANCHOR_HELDOUT_EXPERT, "held-out expert", "--")),),
     ),
     CurveFigure("curve_length.png", "Response length (mean tokens)", ((Series(M.LENGTH_MEAN, "length"),),)),
+    CurveFigure("curve_entropy.png", "Policy entropy on its rollouts (mean per token)", ((Series(M.ENTROPY, "entropy"),),)),
     CurveFigure("curve_kl.png", "KL to the reference policy", ((Series(M.KL, "KL"),),)),
     CurveFigure(
         "curve_clip.png",
