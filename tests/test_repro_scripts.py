@@ -327,6 +327,7 @@ def test_the_grid_and_the_tuning_leave_staged_aapa_out_unless_the_discriminator_
     _, error = run_stage(tmp_path, "tune", check=False)  # the tuning too
     ran = [line.split() for line in (tmp_path / "calls.log").read_text().splitlines()]
     assert sorted({option(c, "--algorithms") for c in ran if c[1] == "compare"}) == ["grpo", "sft_then_grpo", "uniapl"]
+    assert "staged_aapa is left out" in error
     write_json(fit / "report.json", {"auc": 0.915, "best_epoch": 3})
     calls, _ = run_stage(tmp_path, "grid", "staged_aapa:1", "grpo:1")
     assert sorted(option(c, "--algorithms") for c in calls) == ["grpo", "staged_aapa"]
