@@ -7,6 +7,7 @@ import json
 import math
 import random
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -369,6 +370,49 @@ def test_analyze_scores_expert_start_and_policy_responses_with_each_discriminato
     report = (tmp_path / "report" / "report.md").read_text()
     assert "## Discriminator variants" in report and "| model | ngram | ngram, response |" in report
 
+
+
+def test_compare_scores_every_runs_analysis_with_the_discriminators(ngram_folder, toy_data, tiny_overrides, tmp_path, capsys,
+                                                                     monkeypatch):
+    """compare --discriminator: each run's analysis samples scored, AAPA run or not; once; from published results
+    without weights too; and a folder that is no discriminator, or one without the analysis it scores, fails before
+    any training."""
+    from uniapl.compare import CompareSettings, compare
+
+    config = tmp_path / "base.yaml"
+    config.write_text("model: {name: tiny-random-smollm2}\n")
+    settings = CompareSettings(("grpo",), (1,), overrides=tuple(tiny_overrides), expert=str(toy_data), eval_max_new_tokens=8,
+                               dtype="fp32", skip=("ifeval",), discriminators=(str(ngram_folder),))
+    compare(config, tmp_path / "grid", settings)
+    analysis = tmp_path / "grid" / "grpo-seed1" / "final" / "analysis"
+    scored = json.loads((analysis / "discriminators.json").read_text())
+    responses = [json.loads(line)["response"] for line in (analysis / "responses.jsonl").read_text().splitlines()]
+    from conftest import TOY_ROWS
+
+    policy = load_discriminator(ngram_folder).score([p for p, _ in TOY_ROWS], responses).tolist()
+    assert scored["ngram"]["folder"] == str(ngram_folder)
+    assert scored["ngram"]["scores"]["policy"]["mean"] == pytest.approx(sum(policy) / len(policy), abs=1e-6)
+    assert "## Discriminator variants" in (tmp_path / "grid" / "report" / "report.md").read_text()
+    capsys.readouterr()
+    compare(config, tmp_path / "grid", settings)
+    assert "grpo-seed1: discriminators: already done, skipped" in capsys.readouterr().out
+    # restored from its published results: no weights, but the samples, which is all the scores need
+    shutil.rmtree(analysis.parent / "checkpoints", ignore_errors=True)
+    (analysis.parent / "config.json").unlink()
+    (analysis / "discriminators.json").unlink()
+    monkeypatch.setattr("uniapl.compare.train_run", lambda config: pytest.fail("trained again to score the samples"))
+    compare(config, tmp_path / "grid", settings)
+    assert json.loads((analysis / "discriminators.json").read_text()) == scored
+    (analysis / "responses.jsonl").unlink()
+    (analysis / "discriminators.json").unlink()
+    with pytest.raises(UniaplError, match=r"the analysis's samples \(responses.jsonl\) are missing"):
+        compare(config, tmp_path / "grid", settings)
+
+    with pytest.raises(UniaplError, match="--discriminator: .* is not a discriminator folder"):
+        compare(config, tmp_path / "other", replace(settings, discriminators=(str(tmp_path),)))
+    with pytest.raises(UniaplError, match="it cannot run with --skip analyze"):
+        compare(config, tmp_path / "other", replace(settings, skip=("ifeval", "analyze")))
+    assert not (tmp_path / "other").exists()
 
 def test_the_step_benchmark_prices_the_anchoring_reward(ngram_folder, tiny_model, tmp_path):
     """benchmarks/step_throughput.py runs ours-grpo-aapa beside ours-grpo (the figures come from real runs)."""

@@ -160,7 +160,7 @@ def test_bad_inputs_fail_before_any_training(tmp_path, monkeypatch):
         compare(config, tmp_path / "grid", CompareSettings(("sft", "no_such_algorithm"), (1,), expert=str(data)))
     with pytest.raises(UniaplError, match="held-out prompts"):
         compare(config, tmp_path / "grid", CompareSettings(("sft",), (1,), expert=str(data), heldout=str(tmp_path / "none.jsonl")))
-    with pytest.raises(UniaplError, match="steps that can be skipped: heldout, ifeval, ifbench, analyze, report"):
+    with pytest.raises(UniaplError, match="steps that can be skipped: heldout, ifeval, ifbench, analyze, discriminators, report"):
         compare(config, tmp_path / "grid", CompareSettings(("sft",), (1,), expert=str(data), skip=("train",)))
 
 

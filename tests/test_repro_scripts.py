@@ -79,6 +79,21 @@ def test_results_table_gives_mean_standard_error_and_the_difference_of_uniapl(tm
             f"n=3 and 3); paired by seed: {statistics.mean(paired):+.2f} ± {paired_se:.2f} (n=3)") in out
 
 
+def test_results_table_has_a_column_for_the_discriminators_scores_where_there_are_any(tmp_path):
+    grid = tmp_path / "runs/repro/grid"
+    write_json(grid / "grpo-seed1/final/ifeval_scores.json", {"prompt_level_strict_acc": 0.2})
+    assert "disc-minilm" not in script("results_table.py", cwd=tmp_path).stdout
+    for seed, logit in ((1, -1.5), (2, -0.5)):
+        write_json(grid / f"grpo-seed{seed}/final/analysis/discriminators.json",
+                   {"disc-minilm": {"scores": {"policy": {"mean": logit}, "expert": {"mean": 2.25}}}})
+    out = script("results_table.py", cwd=tmp_path).stdout
+    header, _, start, _, grpo = out.splitlines()[:5]
+    cells = [c.strip() for c in grpo.strip("|").split("|")]
+    column = [c.strip() for c in header.strip("|").split("|")].index("disc-minilm logit")
+    assert cells[column] == "-1.00 ± 0.50 (n=2 of 3)" and start.endswith("| missing |")
+    assert "- disc-minilm's mean logit on the expert's held-out demonstrations: 2.250" in out
+
+
 def test_results_table_gives_no_standard_error_for_one_seed(tmp_path):
     grid = tmp_path / "runs/repro/grid"
     for algorithm, reward in (("grpo", 0.40), ("uniapl", 0.45)):
@@ -123,6 +138,9 @@ def test_publish_copies_results_not_weights_and_marks_unfinished_metrics(tmp_pat
     write_json(finished / "final/ifeval_scores.json", {"prompt_level_strict_acc": 0.2})
     write_json(finished / "final/heldout/ifeval_scores.json", heldout_scores(0.4))
     write_json(finished / "final/analysis/analysis.json", {"n_prompts": 3})
+    write_json(finished / "final/analysis/discriminators.json", {"disc-minilm": {}})
+    (finished / "final/analysis/discriminator_disc-minilm_hist.png").write_bytes(b"png")
+    (finished / "final/analysis/responses.jsonl").write_text('{"key": "k1"}\n')
     write_json(finished / "final/ifbench/ifbench_summary.json", {"n_prompts": 300})
     write_json(finished / "final/ifbench/ifbench_run.json", {"model": "m"})
     (finished / "final/ifbench/ifbench_responses.jsonl").write_text('{"key": "1000"}\n')
@@ -137,6 +155,8 @@ def test_publish_copies_results_not_weights_and_marks_unfinished_metrics(tmp_pat
     assert set(published_files(tmp_path / "docs/repro")) == {
         "grid/grpo-seed1/config.yaml", "grid/grpo-seed1/metrics.jsonl", "grid/grpo-seed1/ifeval/ifeval_scores.json",
         "grid/grpo-seed1/heldout/ifeval_scores.json", "grid/grpo-seed1/analysis/analysis.json",
+        "grid/grpo-seed1/analysis/discriminators.json", "grid/grpo-seed1/analysis/discriminator_disc-minilm_hist.png",
+        "grid/grpo-seed1/analysis/responses.jsonl",
         "grid/grpo-seed1/ifbench/ifbench_summary.json", "grid/grpo-seed1/ifbench/ifbench_run.json",
         "grid/grpo-seed1/ifbench/ifbench_responses.jsonl",
         "grid/uniapl-seed1/config.yaml", "grid/uniapl-seed1/metrics.partial.jsonl",
@@ -164,6 +184,9 @@ def test_restore_lays_finished_results_out_as_the_runs_left_them(tmp_path):
     start_training_runs(finished, runs / "grid/uniapl-seed3")
     write_json(runs / "start/final/ifeval_scores.json", {"prompt_level_strict_acc": 0.18})
     write_json(runs / "start/final/analysis/analysis.json", {"n_prompts": 3})
+    write_json(runs / "start/final/analysis/discriminators.json", {"disc-minilm": {}, "disc-ngram": {}})
+    for name in ("disc-minilm", "disc-ngram"):
+        (runs / f"start/final/analysis/discriminator_{name}_hist.png").write_bytes(name.encode())
     write_json(runs / "start/final/ifbench/ifbench_summary.json", {"n_prompts": 300})
     script("publish.py", cwd=tmp_path)
     docs = tmp_path / "docs/repro"
@@ -177,6 +200,7 @@ def test_restore_lays_finished_results_out_as_the_runs_left_them(tmp_path):
     restored = fresh / "runs/repro"
     assert (restored / "tune/lr1e-5/grpo-seed0/final/heldout/ifeval_scores.json").is_file()
     assert (restored / "start/final/analysis/analysis.json").is_file()
+    assert (restored / "start/final/analysis/discriminator_disc-ngram_hist.png").read_bytes() == b"disc-ngram"
     assert (restored / "start/final/ifbench/ifbench_summary.json").is_file()
     assert not (restored / "grid/uniapl-seed3").exists()
     assert script("select_lr.py", "--algorithm", "grpo", cwd=fresh).stdout.strip() == "1e-05"
@@ -254,6 +278,11 @@ def option(call: list[str], name: str) -> str:
     return call[call.index(name) + 1]
 
 
+def runs_of(calls: list[list[str]]) -> list[list[str]]:
+    """The calls after the discriminator's fit, which a fresh layout makes first."""
+    return [c for c in calls if c[1] != "discriminator"]
+
+
 def test_the_second_grid_lanes_take_each_tuning_run_once_from_one_queue(tmp_path):
     calls, _ = run_stage(tmp_path, "tune")
     runs = [(option(c, "--algorithms"), option(c, "--set")) for c in calls if c[1] == "compare"]
@@ -277,7 +306,7 @@ def test_the_second_grid_goes_on_past_a_failed_run_and_reports_it(tmp_path):
 
 def test_the_second_grid_runs_only_the_named_runs_and_refuses_a_name_it_does_not_know(tmp_path):
     calls, _ = run_stage(tmp_path, "grid", "grpo:2", "uniapl:1")
-    assert sorted((option(c, "--algorithms"), option(c, "--seeds")) for c in calls) == [("grpo", "2"), ("uniapl", "1")]
+    assert sorted((option(c, "--algorithms"), option(c, "--seeds")) for c in runs_of(calls)) == [("grpo", "2"), ("uniapl", "1")]
     _, error = run_stage(tmp_path, "grid", "grpo:4", check=False)
     assert "grid job 'grpo:4' is not ALGORITHM:SEED" in error and "seeds 1, 2, 3" in error
 
@@ -285,7 +314,7 @@ def test_the_second_grid_runs_only_the_named_runs_and_refuses_a_name_it_does_not
 def test_one_lane_runs_the_queue_on_every_core(tmp_path):
     calls, _ = run_stage(tmp_path, "grid", "grpo:1", "grpo:2", LANES="1")
     cores = len(os.sched_getaffinity(0))
-    assert [(c[0], option(c, "--seeds")) for c in calls] == [(f"0-{cores - 1}/{cores}", "1"), (f"0-{cores - 1}/{cores}", "2")]
+    assert [(c[0], option(c, "--seeds")) for c in runs_of(calls)] == [(f"0-{cores - 1}/{cores}", "1"), (f"0-{cores - 1}/{cores}", "2")]
     _, error = run_stage(tmp_path, "grid", LANES="3", check=False)
     assert "LANES is '3'; it may be 1" in error
 
@@ -303,17 +332,18 @@ def test_a_fresh_clone_refits_only_the_discriminator_the_runs_train_against(tmp_
     assert option(calls[0], "--negatives") == "docs/repro2/discriminators/negatives.jsonl"
 
 
-def test_the_grid_refits_the_discriminator_first_where_staged_aapa_needs_it(tmp_path):
-    for root in (tmp_path / "fresh", tmp_path / "grpo-only"):
-        for variant in ("ngram", "policy"):
-            write_json(root / f"docs/repro2/discriminators/{variant}/report.json", {})
-    calls, _ = run_stage(tmp_path / "fresh", "grid", "staged_aapa:1", "grpo:1")
+def test_the_grid_refits_the_discriminator_first_and_every_run_is_scored_by_it(tmp_path):
+    """staged_aapa trains against it and every final model's samples are scored by it, so a fresh clone refits it once."""
+    for variant in ("ngram", "policy"):
+        write_json(tmp_path / f"docs/repro2/discriminators/{variant}/report.json", {})
+    write_json(tmp_path / "docs/repro2/discriminators/minilm/report.json", {"auc": 0.9})  # what the fake fit reports
+    calls, _ = run_stage(tmp_path, "grid", "grpo:1")
     assert calls[0][1] == "discriminator" and option(calls[0], "--variant") == "minilm"
-    assert sorted(option(c, "--algorithms") for c in calls[1:]) == ["grpo", "staged_aapa"]
-    calls, _ = run_stage(tmp_path / "fresh", "grid", "staged_aapa:2")  # refitted once, kept
-    assert [c[1] for c in calls] == ["compare"]
-    calls, _ = run_stage(tmp_path / "grpo-only", "grid", "grpo:2")  # no run needs it
-    assert [c[1] for c in calls] == ["compare"]
+    assert [c[1] for c in calls[1:]] == ["compare"] and option(calls[1], "--discriminator") == "runs/repro2/disc-minilm"
+    calls, _ = run_stage(tmp_path, "grid", "staged_aapa:2")  # refitted once, kept
+    assert [c[1] for c in calls] == ["compare"] and option(calls[0], "--discriminator") == "runs/repro2/disc-minilm"
+    calls, _ = run_stage(tmp_path, "start")
+    assert option(next(c for c in calls if c[1] == "analyze"), "--discriminator") == "runs/repro2/disc-minilm"
 
 
 def test_the_grid_and_the_tuning_leave_staged_aapa_out_unless_the_discriminator_is_the_published_fit(tmp_path):
@@ -324,6 +354,7 @@ def test_the_grid_and_the_tuning_leave_staged_aapa_out_unless_the_discriminator_
     ran, error = run_stage(tmp_path, "grid", "staged_aapa:1", "grpo:1", check=False)
     assert [(option(c, "--algorithms"), option(c, "--seeds")) for c in ran] == [("grpo", "1")]
     assert "runs/repro2/disc-minilm is not the fit" in error and "staged_aapa is left out" in error
+    assert "--discriminator" not in ran[0] and "no model's samples are scored by the discriminator" in error
     ran, error = run_stage(tmp_path, "tune", check=False)  # the tuning too
     assert sorted({option(c, "--algorithms") for c in ran if c[1] == "compare"}) == ["grpo", "sft_then_grpo", "uniapl"]
     assert "staged_aapa is left out" in error
@@ -334,6 +365,7 @@ def test_the_grid_and_the_tuning_leave_staged_aapa_out_unless_the_discriminator_
 
 def test_the_second_grid_start_stage_keeps_the_results_it_has_and_makes_the_rest(tmp_path):
     calls, _ = run_stage(tmp_path, "start")
+    calls = runs_of(calls)
     made = sorted((c[1], c[2] if c[1] == "eval" else "", option(c, "--model"), option(c, "--out")) for c in calls)
     runs = "runs/repro2"
     assert made == sorted([

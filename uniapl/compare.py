@@ -1,8 +1,9 @@
 """Train, evaluate and analyze every (algorithm, seed) with everything else equal, then report them.
 
 Each run's steps: train; the held-out split (greedy, scored like IFEval, in `final/heldout/`), which
-is what tuning may look at; IFEval; the analysis against the expert. Tuning runs skip IFEval, so a
-choice made on them never sees it.
+is what tuning may look at; IFEval; the analysis against the expert; and, given AAPA discriminator
+folders, their scores on the analysis's samples. Tuning runs skip IFEval, so a choice made on them
+never sees it.
 
 Resumable at each step: an eval or analysis whose JSON exists is not redone, and a run is not trained
 again once its final model exists (`final/config.json`) or every result asked for does. An interrupted
@@ -19,6 +20,7 @@ from typing import Callable
 
 from uniapl.analysis.analyze import ANALYSIS_JSON, AnalysisSettings, recorded_settings
 from uniapl.analysis import DEFAULT_SMOOTHING_WINDOW
+from uniapl.analysis.discriminators import DISCRIMINATORS_JSON
 from uniapl.analysis.report import EVAL_JSON, HELDOUT_DIR, write_report
 from uniapl.config import flatten
 from uniapl.errors import UniaplError
@@ -45,11 +47,14 @@ class CompareSettings:
     smoothing_window: int = DEFAULT_SMOOTHING_WINDOW  # of the report's curves
     eval_engine: str = DEFAULT_ENGINE  # the decode loop of the evaluations (IFEval, held-out, IFBench) and the analysis
     ifbench: bool = False  # also IFBench's 300 prompts, greedy, responses only (final/ifbench)
+    # AAPA discriminator folders that score each analysis's samples (final/analysis/discriminators.json): how
+    # expert-like a fixed discriminator finds every run, whether or not it trained against one
+    discriminators: tuple[str, ...] = ()
 
 
 # "report": for several compare commands that fill one grid side by side (one per CPU lane): each would rewrite
 # OUT/report with only its own runs, at the same time as the others; one last command reports on them all.
-RESULT_STEPS = ("heldout", "ifeval", "ifbench", "analyze")  # in the order they run, after training
+RESULT_STEPS = ("heldout", "ifeval", "ifbench", "analyze", "discriminators")  # in the order they run, after training
 SKIPPABLE_STEPS = (*RESULT_STEPS, "report")
 
 
@@ -75,7 +80,7 @@ def result_paths(run: Path) -> dict[str, Path]:
     """Each result step's JSON, written when the step ends."""
     final = run / "final"
     return {"heldout": final / HELDOUT_DIR / EVAL_JSON, "ifeval": final / EVAL_JSON, "ifbench": final / IFBENCH_DIR / IFBENCH_SUMMARY,
-            "analyze": final / "analysis" / ANALYSIS_JSON}
+            "analyze": final / "analysis" / ANALYSIS_JSON, "discriminators": final / "analysis" / DISCRIMINATORS_JSON}
 
 
 def record_requested_steps(run: Path, steps: list[str]) -> None:
@@ -125,6 +130,12 @@ def analyze_run(final: Path, settings: CompareSettings) -> None:
     analyze_model(str(final), settings.expert, final / "analysis", settings=analysis_settings(settings))
 
 
+def discriminators_run(final: Path, settings: CompareSettings) -> None:
+    from uniapl.analysis.discriminators import analyze_discriminators
+
+    analyze_discriminators(final / "analysis", settings.discriminators, settings.expert, limit=settings.analysis_prompts)
+
+
 def eval_request(settings: CompareSettings, data: str | None = None, ifbench: bool = False) -> dict:
     """What an IFEval, held-out or IFBench result depends on, under the names its JSON records them (the default
     engine is not recorded)."""
@@ -143,16 +154,36 @@ def analysis_request(settings: CompareSettings) -> dict:
     return json.loads(json.dumps(request))
 
 
+def discriminators_request(settings: CompareSettings) -> dict:
+    """Each discriminator under its name in discriminators.json, and the folder it was read from."""
+    return {Path(folder).name: {"folder": str(folder)} for folder in settings.discriminators}
+
+
 def result_done(path: Path, request: dict) -> bool:
     """Whether the result JSON at `path` exists; one that records other settings than `request` is an error."""
     if not path.is_file():
         return False
     saved = flatten(read_json(path))
+    if path.name == DISCRIMINATORS_JSON and not set(flatten(request)) <= set(saved):
+        return False  # a discriminator asked for since: the ones asked for are scored again, in seconds
     changed = {k: (saved[k], v) for k, v in flatten(request).items() if k in saved and saved[k] != v}
     if changed:
         raise UniaplError(f"{path} was made with other settings {changed} (old, new); pass another --out, "
                           f"or delete that file to redo the step")
     return True
+
+
+def check_discriminators(settings: CompareSettings) -> None:
+    """Before any training: the discriminators score the analysis's samples, so they need it, and their folders."""
+    from uniapl.anchor.folder import read_meta
+
+    if "analyze" in settings.skip:
+        raise UniaplError("--discriminator scores the analysis's samples; it cannot run with --skip analyze")
+    names = [Path(folder).name for folder in settings.discriminators]
+    if len(set(names)) < len(names):
+        raise UniaplError(f"--discriminator: two folders share a name ({', '.join(names)}); the results are kept under their names")
+    for folder in settings.discriminators:
+        read_meta(folder, "--discriminator")
 
 
 def compare(config_path: str | Path, out: str | Path, settings: CompareSettings, log: Callable[[str], None] = print) -> Path | None:
@@ -167,11 +198,13 @@ def compare(config_path: str | Path, out: str | Path, settings: CompareSettings,
         raise UniaplError(f"expert file '{settings.expert}' does not exist; the analysis of each run needs it (--expert)")
     if "heldout" not in settings.skip and settings.heldout and not Path(settings.heldout).is_file():
         raise UniaplError(f"held-out prompts '{settings.heldout}' do not exist (--heldout)")
+    if settings.discriminators and "discriminators" not in settings.skip:
+        check_discriminators(settings)
     # build every config first, so a bad algorithm name or override fails before hours of training
     configs = {(a, s): run_config(config_path, out, a, s, settings.overrides) for a in settings.algorithms for s in settings.seeds}
-    wanted = {"heldout": bool(settings.heldout), "ifbench": settings.ifbench}
+    wanted = {"heldout": bool(settings.heldout), "ifbench": settings.ifbench, "discriminators": bool(settings.discriminators)}
     steps = [name for name in RESULT_STEPS if name not in settings.skip and wanted.get(name, True)]
-    requests = {name: analysis_request(settings) if name == "analyze"
+    requests = {name: analysis_request(settings) if name == "analyze" else discriminators_request(settings) if name == "discriminators"
                 else eval_request(settings, settings.heldout if name == "heldout" else None, ifbench=name == "ifbench") for name in steps}
     for (algorithm, seed), config in configs.items():
         run = run_dir(out, algorithm, seed)
@@ -181,10 +214,12 @@ def compare(config_path: str | Path, out: str | Path, settings: CompareSettings,
         record_requested_steps(run, steps)
         actions = {"train": lambda: train_run(config), "heldout": lambda: evaluate_run(final, settings, data=settings.heldout, out_dir=heldout),
                    "ifeval": lambda: evaluate_run(final, settings), "ifbench": lambda: ifbench_run(final, settings),
-                   "analyze": lambda: analyze_run(final, settings)}
+                   "analyze": lambda: analyze_run(final, settings), "discriminators": lambda: discriminators_run(final, settings)}
         done = {name: result_done(results[name], requests[name]) for name in steps}
-        # a run restored from its published results, without weights, is not trained again
-        done = {"train": (final / "config.json").is_file() or (bool(steps) and all(done.values())), **done}
+        # a run restored from its published results, without weights, is not trained again; the discriminators
+        # score the analysis's samples, not the model
+        needs_model = [name for name in steps if name != "discriminators"]
+        done = {"train": (final / "config.json").is_file() or (bool(needs_model) and all(done[name] for name in needs_model)), **done}
         for name, finished in done.items():
             if finished:
                 log(f"{run.name}: {name}: already done, skipped")

@@ -3,7 +3,8 @@
 Weights and checkpoints stay behind. For each run: its config, its metrics (as metrics.partial.jsonl until its
 training and every evaluation its `uniapl compare` calls asked for have finished, so a snapshot cannot pass for a
 finished run), and whatever it has of the held-out evaluation, IFEval (scores, settings, responses), IFBench's
-responses (with their settings and summary) and the analysis (JSON and histograms).
+responses (with their settings and summary) and the analysis (JSON, histograms and samples, and the AAPA
+discriminators' scores of the samples).
 Each comparison report (report.md, report.html, PNGs) is copied whole. Rerun it as runs finish; it
 replaces what it copied before.
 
@@ -23,7 +24,8 @@ import argparse
 import shutil
 from pathlib import Path
 
-from uniapl.analysis.analyze import LENGTH_PNG, LOGPROB_PNG
+from uniapl.analysis.analyze import LENGTH_PNG, LOGPROB_PNG, RESPONSES_JSONL
+from uniapl.analysis.discriminators import histogram_file
 from uniapl.analysis.report import load_run
 from uniapl.compare import missing_results, result_paths
 from uniapl.ifeval import ifbench, runner
@@ -31,20 +33,27 @@ from uniapl.ifeval import ifbench, runner
 EVAL_FILES = (runner.SETTINGS_FILE, runner.RESPONSES_FILE)
 # (compare's result step, the files beside its result that go with it, the folder under the published run); a
 # result is published once the step's result (written when the step ends) exists, so an evaluation in progress
-# leaves nothing half-done in docs/
+# leaves nothing half-done in docs/. A name may be a glob pattern.
 RESULT_FILES = [
     ("heldout", EVAL_FILES, "heldout"),
     ("ifeval", EVAL_FILES, "ifeval"),
     ("ifbench", (ifbench.SETTINGS_FILE, ifbench.RESPONSES_FILE), "ifbench"),
-    ("analyze", (LENGTH_PNG, LOGPROB_PNG), "analysis"),
+    ("analyze", (LENGTH_PNG, LOGPROB_PNG, RESPONSES_JSONL), "analysis"),  # the samples: what the discriminators score
+    ("discriminators", (histogram_file("*"),), "analysis"),  # one histogram per discriminator, named after it
 ]
 
 
-def result_files(run: Path) -> list[tuple[Path, str, Path]]:
-    """(a result's file under the run, the folder it is published in, its result) for every file of every step."""
+def result_files(run: Path, published_run: Path | None = None) -> list[tuple[Path, str, Path]]:
+    """(a result's file under the run, the folder it is published in, its result) for every file of every step;
+    patterns match the files there are under the run, or under `published_run` when restoring it."""
     paths = result_paths(run)
-    return [(paths[step].parent / name, published, paths[step]) for step, names, published in RESULT_FILES
-            for name in (paths[step].name, *names)]
+    files = []
+    for step, names, published in RESULT_FILES:
+        folder = published_run / published if published_run else paths[step].parent
+        for name in (paths[step].name, *names):
+            matches = sorted(p.name for p in folder.glob(name)) if "*" in name else [name]
+            files += [(paths[step].parent / match, published, paths[step]) for match in matches]
+    return files
 
 
 def run_folders(root: Path) -> list[Path]:
@@ -82,7 +91,7 @@ def published_runs(root: Path) -> list[Path]:
 
 def restore_run(published: Path, run: Path) -> list[str]:
     sources = [(published / "config.yaml", run / "config.yaml"), (published / "metrics.jsonl", run / "metrics.jsonl")]
-    sources += [(published / folder / path.name, path) for path, folder, _ in result_files(run)]
+    sources += [(published / folder / path.name, path) for path, folder, _ in result_files(run, published)]
     return copy_existing(sources, run)
 
 

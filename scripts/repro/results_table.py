@@ -4,7 +4,8 @@ Reads <runs>/grid/<algorithm>-seed<s>/final (IFEval scores, held-out scores, ana
 (<runs>/start/final) and the echo floor (<runs>/echo/final), as scripts/repro/run.sh and scripts/repro2/run.sh
 leave them. Also prints the differences of UniAPL (and of staged AAPA) from GRPO and from SFT-then-GRPO with
 their standard errors, unpaired and paired by seed (a seed fixes the data order, so the same seed of two
-algorithms saw the same prompts).
+algorithms saw the same prompts). Where the runs' analyses were scored by an AAPA discriminator (`uniapl compare
+--discriminator`), its mean logit on each model's samples is a column, and its mean on the expert's is printed.
 
     python scripts/repro/results_table.py
     python scripts/repro/results_table.py --runs runs/repro2     # the second grid
@@ -17,6 +18,7 @@ import json
 import math
 from pathlib import Path
 
+from uniapl.analysis.discriminators import DISCRIMINATORS_JSON
 from uniapl.analysis.distributions import mean_and_standard_error
 from uniapl.analysis.report import format_mean
 
@@ -53,28 +55,42 @@ def value(final: Path, file: str, keys: tuple[str, ...]) -> float | None:
     return node if isinstance(node, (int, float)) else None
 
 
-def row_values(finals: list[Path]) -> dict[str, list[float | None]]:
-    return {header: [value(f, file, keys) for f in finals] for header, file, keys, _ in COLUMNS}
+def row_values(finals: list[Path], columns: list[tuple]) -> dict[str, list[float | None]]:
+    return {header: [value(f, file, keys) for f in finals] for header, file, keys, _ in columns}
+
+
+def discriminator_column(name: str, side: str = "policy") -> tuple:
+    return f"{name} logit", f"analysis/{DISCRIMINATORS_JSON}", (name, "scores", side, "mean"), False
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default="runs/repro", type=Path, help="the grid's folder: its grid/, start/ and echo/")
     parser.add_argument("--seeds", default="1,2,3")
+    parser.add_argument("--discriminator", default="disc-minilm",
+                        help="the discriminator (its folder's name) whose scores of the analyses are a column, where there are any")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    rows = {"start model (SmolLM2-135M-Instruct)": row_values([args.runs / "start" / "final"]),
-            "echo the prompt (floor)": row_values([args.runs / "echo" / "final"])}
+    finals = {"start model (SmolLM2-135M-Instruct)": [args.runs / "start" / "final"], "echo the prompt (floor)": [args.runs / "echo" / "final"]}
     for algorithm in ALGORITHMS:
-        finals = [args.runs / "grid" / f"{algorithm}-seed{s}" / "final" for s in seeds]
-        if any(f.is_dir() for f in finals):
-            rows[algorithm] = row_values(finals)
-    percent = {header: pct for header, _, _, pct in COLUMNS}
-    print("| model | " + " | ".join(h for h, *_ in COLUMNS) + " |")
-    print("|---|" + "---|" * len(COLUMNS))
+        runs = [args.runs / "grid" / f"{algorithm}-seed{s}" / "final" for s in seeds]
+        if any(f.is_dir() for f in runs):
+            finals[algorithm] = runs
+    scored = discriminator_column(args.discriminator)
+    columns = COLUMNS + [scored]
+    rows = {name: row_values(runs, columns) for name, runs in finals.items()}
+    if not any(v is not None for values in rows.values() for v in values[scored[0]]):
+        columns = COLUMNS
+    percent = {header: pct for header, _, _, pct in columns}
+    print("| model | " + " | ".join(h for h, *_ in columns) + " |")
+    print("|---|" + "---|" * len(columns))
     for name, values in rows.items():
-        print(f"| {name} | " + " | ".join(format_mean(values[h], percent[h]) for h, *_ in COLUMNS) + " |")
+        print(f"| {name} | " + " | ".join(format_mean(values[h], percent[h]) for h, *_ in columns) + " |")
     print()
+    if len(columns) > len(COLUMNS):  # the expert's held-out demonstrations are the same for every run
+        _, file, keys, _ = discriminator_column(args.discriminator, "expert")
+        expert = next(v for runs in finals.values() for f in runs if (v := value(f, file, keys)) is not None)
+        print(f"- {args.discriminator}'s mean logit on the expert's held-out demonstrations: {expert:.3f}\n")
     for ours, other in [(ours, other) for ours in OURS for other in ("grpo", "sft_then_grpo")]:
         if ours not in rows or other not in rows:
             continue

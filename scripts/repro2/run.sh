@@ -6,8 +6,9 @@
 #   bash scripts/repro2/run.sh tune           # each algorithm at each learning rate, seed 0, held-out split only
 #   bash scripts/repro2/run.sh start          # the start model and the echo floor, with the same settings
 #   bash scripts/repro2/run.sh grid           # each algorithm at its tuned learning rate, seeds 1-3: train and evaluate
-#                                             # (tune and grid refit the discriminator first where staged_aapa needs it and it
-#                                             # is missing, and leave staged_aapa out unless it is the published fit)
+#                                             # (start, tune and grid refit the minilm discriminator first where it is missing;
+#                                             # staged_aapa trains against it, and every final model's samples are scored by it,
+#                                             # only where it is the published fit)
 #   bash scripts/repro2/run.sh grid grpo:1 grpo:2   # only those runs, in that order
 #   bash scripts/repro2/run.sh report         # the comparison report (runs/repro2/grid/report) and the results table
 #   bash scripts/repro2/run.sh publish        # copy the results (not the weights) to docs/repro2, to be committed as runs finish
@@ -95,15 +96,33 @@ sys.exit(any(reports[0].get(key) != reports[1].get(key) for key in ("auc", "acc_
 PY
 }
 
-# staged_aapa trains against the minilm discriminator: on a fresh clone it is refitted first (about 80 s). The fit is
-# seeded, so the refit is the published one, up to float rounding; every seed must train against that one fit
-staged_aapa_needs_its_fit() {  # leaves staged_aapa out of $jobs unless runs/repro2/disc-minilm is the published fit
-  [[ " ${jobs[*]} " == *" staged_aapa "* ]] || return 0
+# staged_aapa trains against the minilm discriminator, and it scores every final model's analysis samples (the
+# report's "Discriminator variants"; a column of the results table). On a fresh clone it is refitted first (about
+# 80 s). The fit is seeded, so the refit is the published one, up to float rounding; the grid uses that one fit only.
+SCORE=()  # `--discriminator` for the evaluations, where the fit is the published one
+jobs=()  # a queue's jobs, "ALGORITHM SEED" or "ALGORITHM LEARNING_RATE"
+
+published_fit() {  # whether runs/repro2/disc-minilm is the published fit, refitted first where it is missing
   [ -f $RUNS/disc-minilm/discriminator.json ] || bash "$SELF" discriminator
   local published=docs/repro2/discriminators/minilm/report.json
   same_fit $RUNS/disc-minilm/report.json $published && return 0
-  echo "run.sh: $RUNS/disc-minilm is not the fit that staged_aapa trains against ($published differs in held-out AUC," \
-    "accuracy or best epoch); staged_aapa is left out of this queue" >&2
+  echo "run.sh: $RUNS/disc-minilm is not the fit that the grid uses ($published differs in held-out AUC, accuracy or" \
+    "best epoch)" >&2
+  return 1
+}
+
+use_the_fit() {  # the grid, the start model and the report: the fit scores the final models; without it, staged_aapa is left out
+  if published_fit; then
+    SCORE=(--discriminator $RUNS/disc-minilm)
+  else
+    echo "run.sh: no model's samples are scored by the discriminator" >&2
+    drop_staged_aapa
+  fi
+}
+
+drop_staged_aapa() {  # leaves staged_aapa out of $jobs, and says so
+  [[ " ${jobs[*]} " == *" staged_aapa "* ]] || return 0
+  echo "run.sh: staged_aapa is left out of this queue" >&2
   for i in "${!jobs[@]}"; do
     if [[ ${jobs[i]} == "staged_aapa "* ]]; then unset "jobs[i]"; fi
   done
@@ -120,7 +139,7 @@ start_lane_1() {
   local heldout=data/rule_assisted/if_heldout.jsonl final=$RUNS/start/final
   unless_done $final/heldout/ifeval_scores.json $UNIAPL eval ifeval "${START[@]}" --data $heldout --out $final/heldout &&
     unless_done $final/ifbench/ifbench_summary.json $UNIAPL eval ifbench "${START[@]}" --out $final/ifbench &&
-    $UNIAPL analyze "${START[@]}" --expert $heldout --reward ifeval_strict --out $final/analysis &&
+    $UNIAPL analyze "${START[@]}" --expert $heldout --reward ifeval_strict --out $final/analysis "${SCORE[@]}" &&
     unless_done $RUNS/echo/final/ifeval_scores.json $UNIAPL eval ifeval --model echo --out $RUNS/echo/final &&
     unless_done $RUNS/echo/final/heldout/ifeval_scores.json $UNIAPL eval ifeval --model echo --data $heldout \
       --out $RUNS/echo/final/heldout
@@ -137,7 +156,7 @@ grid_run() {  # grid_run ALGORITHM SEED
   lr=$($PYTHON scripts/repro/select_lr.py --runs $RUNS --algorithm "$1") \
     || { echo "run.sh: no tuned learning rate for $1; finish its tuning first"; return 0; }
   $UNIAPL compare $CONFIG --algorithms "$1" --seeds "$2" --out $RUNS/grid --set training.learning_rate="$lr" \
-    "${TRAIN[@]}" "${EVAL[@]}" --skip report || echo "run.sh: $1 at seed $2 failed; rerun to resume it"
+    "${TRAIN[@]}" "${EVAL[@]}" "${SCORE[@]}" --skip report || echo "run.sh: $1 at seed $2 failed; rerun to resume it"
 }
 
 case "${1:-}" in
@@ -178,11 +197,12 @@ case "${1:-}" in
     done ;;
   tune)
     jobs=(); for algorithm in "${DEAREST_FIRST[@]}"; do for lr in "${LEARNING_RATES[@]}"; do jobs+=("$algorithm $lr"); done; done
-    staged_aapa_needs_its_fit
+    published_fit || drop_staged_aapa
     run_queue tune tune_run "${jobs[@]}"
     $UNIAPL report $RUNS/tune/lr*/*-seed0 --out $RUNS/tune/report
     $PYTHON scripts/repro/select_lr.py --runs $RUNS --table ;;
   start)  # a result already there is kept
+    use_the_fit
     lane 0 start_lane_0 & first=$!
     lane 1 start_lane_1 & second=$!
     wait_lanes $first $second ;;
@@ -199,10 +219,11 @@ case "${1:-}" in
     else
       for seed in 1 2 3; do for algorithm in "${DEAREST_FIRST[@]}"; do jobs+=("$algorithm $seed"); done; done
     fi
-    staged_aapa_needs_its_fit
+    use_the_fit
     run_queue grid grid_run "${jobs[@]}" ;;
   report)
-    $UNIAPL compare $CONFIG --algorithms $ALGORITHMS --seeds 1,2,3 --out $RUNS/grid "${TRAIN[@]}" "${EVAL[@]}"
+    use_the_fit
+    $UNIAPL compare $CONFIG --algorithms $ALGORITHMS --seeds 1,2,3 --out $RUNS/grid "${TRAIN[@]}" "${EVAL[@]}" "${SCORE[@]}"
     $PYTHON scripts/repro/results_table.py --runs $RUNS ;;
   publish)
     $PYTHON scripts/repro/publish.py --runs $RUNS --out docs/repro2 ;;

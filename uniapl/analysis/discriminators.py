@@ -60,6 +60,9 @@ def analyze_discriminators(analysis_dir: str | Path, folders: Sequence[str | Pat
     analysis_dir = Path(analysis_dir)
     if not (analysis_dir / ANALYSIS_JSON).is_file():
         raise UniaplError(f"{analysis_dir}: no finished analysis ({ANALYSIS_JSON}) whose responses the discriminators could score")
+    if not (analysis_dir / RESPONSES_JSONL).is_file():
+        raise UniaplError(f"{analysis_dir}: the analysis's samples ({RESPONSES_JSONL}) are missing, so the discriminators have "
+                          f"nothing to score; delete {ANALYSIS_JSON} there to analyze the model again")
     responses = {row["key"]: row["response"] for row in read_jsonl(analysis_dir / RESPONSES_JSONL)}
     examples = [e for e in load_expert_examples(expert_file, prompts_file, limit) if e.key in responses]
     return discriminator_analysis(folders, [e.prompt_text for e in examples], [e.expert_response for e in examples],

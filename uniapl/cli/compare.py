@@ -36,12 +36,16 @@ def add_parser(subparsers) -> None:
     p.add_argument("--analysis-reward", default="ifeval_strict", help="verifier for the analysis pass rate ('none' for none)")
     p.add_argument("--heldout", default=None, help="held-out constraint prompts (e.g. data/if_heldout.jsonl) to evaluate each run on, "
                    "greedily, into final/heldout: what tuning may look at")
-    p.add_argument("--skip", default="", help="comma-separated steps to leave out: heldout, ifeval, ifbench, analyze (tuning runs skip ifeval), report (when several "
-                   "compare commands fill one --out side by side, so they do not overwrite each other's report)")
+    p.add_argument("--skip", default="", help="comma-separated steps to leave out: heldout, ifeval, ifbench, analyze (tuning runs skip ifeval), "
+                   "discriminators, report (when several compare commands fill one --out side by side, so they do not overwrite "
+                   "each other's report)")
     add_dtype_argument(p)  # for evaluation and analysis
     add_engine_argument(p, "--eval-engine")
     p.add_argument("--ifbench", action="store_true", help="also IFBench's 300 prompts, greedy, responses only (its checkers are not "
                    "on PyPI), into final/ifbench")
+    p.add_argument("--discriminator", dest="discriminators", action="append", default=[], metavar="FOLDER",
+                   help="an AAPA discriminator folder (repeatable) that scores every run's analysis samples, AAPA run or not, into "
+                   "final/analysis/discriminators.json: the report's \"Discriminator variants\"")
     add_smoothing_argument(p)
     p.set_defaults(func=run)
 
@@ -71,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         smoothing_window=args.smooth,
         eval_engine=args.eval_engine,
         ifbench=args.ifbench,
+        discriminators=tuple(args.discriminators),
     )
     compare(args.config, args.out, settings)
     return 0
