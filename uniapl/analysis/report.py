@@ -498,7 +498,8 @@ def discriminator_blocks(runs: list[Run], out_dir: Path) -> list[Block]:
                          format_number(d["heldout_auc"]), *means, format_number(d["policy_vs_expert"]["wasserstein_1"])])
     blocks: list[Block] = [
         Heading(2, "Discriminator variants"),
-        Paragraph("AAPA's fixed discriminators (`uniapl analyze --discriminator`): held-out ROC AUC from their offline training; "
+        Paragraph("AAPA's fixed discriminators (`uniapl analyze --discriminator`, or `uniapl compare --discriminator` for every "
+                  "run of a grid): held-out ROC AUC from their offline training; "
                   "mean logit on the expert's held-out demonstrations, on the start policy's responses (the discriminator's "
                   "held-out negatives) and on this run's samples; W1 between this run's and the expert's logits."),
         Table(["run", "discriminator", "variant", "held-out AUC", "expert", "start policy", "this policy", "W1 to expert"], rows),
