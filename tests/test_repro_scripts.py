@@ -363,6 +363,19 @@ def test_the_grid_and_the_tuning_leave_staged_aapa_out_unless_the_discriminator_
     assert sorted(option(c, "--algorithms") for c in calls) == ["grpo", "staged_aapa"]
 
 
+def test_the_second_grid_publish_stage_copies_the_results_and_writes_the_compute_table(tmp_path):
+    for name in ("publish.py", "compute.py"):
+        (tmp_path / "scripts/repro").mkdir(parents=True, exist_ok=True)
+        shutil.copy(SCRIPTS / name, tmp_path / "scripts/repro" / name)
+    run = tmp_path / "runs/repro2/grid/grpo-seed1"
+    start_training_runs(run)
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": i, "time/step": 60.0}) + "\n" for i in (1, 2)))
+    run_stage(tmp_path, "publish")
+    assert (tmp_path / "docs/repro2/grid/grpo-seed1/metrics.partial.jsonl").is_file()  # training has not ended
+    compute = (tmp_path / "docs/repro2/compute.md").read_text()
+    assert compute.startswith("# The compute of runs/repro2") and "| grpo-seed1 | 2 | 60.0 | 2.0 |" in compute
+
+
 def test_the_second_grid_start_stage_keeps_the_results_it_has_and_makes_the_rest(tmp_path):
     calls, _ = run_stage(tmp_path, "start")
     calls = runs_of(calls)

@@ -7,7 +7,8 @@ under the wall-clock time of its lane. "-": not run (or not asked for); "not rec
 analysis recorded its time.
 
     python scripts/repro/compute.py                     # runs/repro
-    python scripts/repro/compute.py --runs runs/repro2  # the second grid
+    python scripts/repro/compute.py --runs runs/repro2  # the second grid (scripts/repro2/run.sh publish writes it to
+                                                        # docs/repro2/compute.md)
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ def main() -> None:
     parser.add_argument("--runs", default="runs/repro", type=Path, help="the reproduction's folder: its tune/ and grid/")
     args = parser.parse_args()
     headers = ["run", "steps", "median step s", "training min", *(h for h, *_ in EVALUATIONS), "total h"]
+    print(f"# The compute of {args.runs}\n\nEach run's training (the sum of its steps' `time/step`; an unfinished run's steps "
+          f"so far) and each evaluation's generation, in minutes (`python scripts/repro/compute.py --runs {args.runs}`).\n")
     for stage in ("tune", "grid"):
         runs = sorted(p.parent for p in (args.runs / stage).glob("**/metrics.jsonl"))
         if not runs:

@@ -11,7 +11,8 @@
 #                                             # only where it is the published fit)
 #   bash scripts/repro2/run.sh grid grpo:1 grpo:2   # only those runs, in that order
 #   bash scripts/repro2/run.sh report         # the comparison report (runs/repro2/grid/report) and the results table
-#   bash scripts/repro2/run.sh publish        # copy the results (not the weights) to docs/repro2, to be committed as runs finish
+#   bash scripts/repro2/run.sh publish        # copy the results (not the weights) and the compute table to docs/repro2, to be
+#                                             # committed as runs finish
 #   bash scripts/repro2/run.sh restore        # lay the results published in docs/repro2 out under runs/repro2
 #   bash scripts/repro2/run.sh all            # data, epsilon, discriminator, tune, start, grid and report, in this order
 # Two lanes, one core each: OMP_NUM_THREADS=1 for torch, and vLLM's CPU threads bound to the lane's own core
@@ -226,7 +227,8 @@ case "${1:-}" in
     $UNIAPL compare $CONFIG --algorithms $ALGORITHMS --seeds 1,2,3 --out $RUNS/grid "${TRAIN[@]}" "${EVAL[@]}" "${SCORE[@]}"
     $PYTHON scripts/repro/results_table.py --runs $RUNS ;;
   publish)
-    $PYTHON scripts/repro/publish.py --runs $RUNS --out docs/repro2 ;;
+    $PYTHON scripts/repro/publish.py --runs $RUNS --out docs/repro2
+    $PYTHON scripts/repro/compute.py --runs $RUNS > docs/repro2/compute.md ;;
   restore)
     $PYTHON scripts/repro/publish.py --runs $RUNS --out docs/repro2 --restore ;;
   all)
