@@ -150,6 +150,19 @@ def test_results_made_with_other_settings_are_an_error(tmp_path, monkeypatch):
     assert json.loads(scores.read_text())["max_new_tokens"] == 384  # nothing saved was touched
 
 
+def test_a_result_lacking_a_requested_key_counts_unless_every_key_is_asked_for(tmp_path):
+    """Results made before a setting was recorded still count; a discriminator asked for since is scored again."""
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps({"ngram": {"folder": "a/ngram"}}))
+    request = {"ngram": {"folder": "a/ngram"}, "minilm": {"folder": "b/minilm"}}
+    assert compare_module.result_done(path, request)
+    assert not compare_module.result_done(path, request, every_key=True)
+    assert compare_module.result_done(path, {"ngram": {"folder": "a/ngram"}}, every_key=True)
+    assert not compare_module.result_done(tmp_path / "absent.json", request)
+    with pytest.raises(UniaplError, match=r"result.json was made with other settings \{'ngram.folder': \('a/ngram', 'c/ngram'\)\}"):
+        compare_module.result_done(path, {"ngram": {"folder": "c/ngram"}}, every_key=True)
+
+
 def test_bad_inputs_fail_before_any_training(tmp_path, monkeypatch):
     monkeypatch.setattr(compare_module, "train_run", lambda config: pytest.fail("trained despite a bad input"))
     data = instruction_rows(tmp_path / "data.jsonl")

@@ -159,13 +159,17 @@ def discriminators_request(settings: CompareSettings) -> dict:
     return {Path(folder).name: {"folder": str(folder)} for folder in settings.discriminators}
 
 
-def result_done(path: Path, request: dict) -> bool:
-    """Whether the result JSON at `path` exists; one that records other settings than `request` is an error."""
+def result_done(path: Path, request: dict, every_key: bool = False) -> bool:
+    """Whether the result JSON at `path` exists; one that records other settings than `request` is an error.
+
+    A key the saved result lacks is not checked, so results made before a setting was recorded still count;
+    with `every_key` such a result is not done (a discriminator asked for since is scored again, in seconds).
+    """
     if not path.is_file():
         return False
     saved = flatten(read_json(path))
-    if path.name == DISCRIMINATORS_JSON and not set(flatten(request)) <= set(saved):
-        return False  # a discriminator asked for since: the ones asked for are scored again, in seconds
+    if every_key and not set(flatten(request)) <= set(saved):
+        return False
     changed = {k: (saved[k], v) for k, v in flatten(request).items() if k in saved and saved[k] != v}
     if changed:
         raise UniaplError(f"{path} was made with other settings {changed} (old, new); pass another --out, "
@@ -215,7 +219,7 @@ def compare(config_path: str | Path, out: str | Path, settings: CompareSettings,
         actions = {"train": lambda: train_run(config), "heldout": lambda: evaluate_run(final, settings, data=settings.heldout, out_dir=heldout),
                    "ifeval": lambda: evaluate_run(final, settings), "ifbench": lambda: ifbench_run(final, settings),
                    "analyze": lambda: analyze_run(final, settings), "discriminators": lambda: discriminators_run(final, settings)}
-        done = {name: result_done(results[name], requests[name]) for name in steps}
+        done = {name: result_done(results[name], requests[name], every_key=name == "discriminators") for name in steps}
         # a run restored from its published results, without weights, is not trained again; the discriminators
         # score the analysis's samples, not the model
         needs_model = [name for name in steps if name != "discriminators"]
