@@ -292,6 +292,20 @@ def test_the_second_grid_lanes_take_each_tuning_run_once_from_one_queue(tmp_path
     assert all(option(c, "--seeds") == "0" for c in calls if c[1] == "compare")
 
 
+def test_priority_2_adds_grpo_aapa_sft_and_chord_to_the_tuning_and_the_grid(tmp_path):
+    first = ("grpo", "sft_then_grpo", "uniapl", "staged_aapa")
+    calls, _ = run_stage(tmp_path, "tune", PRIORITY="2")
+    tuned = sorted({option(c, "--algorithms") for c in calls if c[1] == "compare"})
+    assert tuned == sorted((*first, "grpo_aapa", "sft", "chord"))
+    calls, _ = run_stage(tmp_path, "grid", PRIORITY="2")
+    runs = [(option(c, "--algorithms"), option(c, "--seeds")) for c in runs_of(calls)]
+    assert sorted(runs) == sorted((a, s) for a in (*first, "grpo_aapa", "sft", "chord") for s in "123")
+    calls, _ = run_stage(tmp_path, "grid", "chord:1")  # a named run may come from either priority
+    assert [option(c, "--algorithms") for c in runs_of(calls)] == ["chord"]
+    _, error = run_stage(tmp_path, "grid", PRIORITY="3", check=False)
+    assert "PRIORITY is '3'; it may be 1" in error
+
+
 def test_the_second_grid_goes_on_past_a_failed_run_and_reports_it(tmp_path):
     calls, logs = run_stage(tmp_path, "grid", FAIL="uniapl")
     calls = [c for c in calls if c[1] == "compare"]  # after the discriminators, which staged_aapa needs
@@ -358,6 +372,9 @@ def test_the_grid_and_the_tuning_leave_staged_aapa_out_unless_the_discriminator_
     ran, error = run_stage(tmp_path, "tune", check=False)  # the tuning too
     assert sorted({option(c, "--algorithms") for c in ran if c[1] == "compare"}) == ["grpo", "sft_then_grpo", "uniapl"]
     assert "staged_aapa is left out" in error
+    ran, error = run_stage(tmp_path, "tune", check=False, PRIORITY="2")  # and grpo_aapa, which trains against it too
+    assert sorted({option(c, "--algorithms") for c in ran if c[1] == "compare"}) == ["chord", "grpo", "sft", "sft_then_grpo", "uniapl"]
+    assert "grpo_aapa is left out" in error
     write_json(fit / "report.json", {"auc": 0.915, "best_epoch": 3})
     calls, _ = run_stage(tmp_path, "grid", "staged_aapa:1", "grpo:1")
     assert sorted(option(c, "--algorithms") for c in calls) == ["grpo", "staged_aapa"]

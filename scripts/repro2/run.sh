@@ -15,6 +15,9 @@
 #                                             # committed as runs finish
 #   bash scripts/repro2/run.sh restore        # lay the results published in docs/repro2 out under runs/repro2
 #   bash scripts/repro2/run.sh all            # data, epsilon, discriminator, tune, start, grid and report, in this order
+# The protocol's algorithms come in priority order. PRIORITY=1 (the default): grpo, sft_then_grpo, uniapl and
+# staged_aapa. PRIORITY=2 adds grpo_aapa, sft and chord to the tuning, the grid and the report, e.g.
+#   PRIORITY=2 bash scripts/repro2/run.sh tune && PRIORITY=2 bash scripts/repro2/run.sh grid
 # Two lanes, one core each: OMP_NUM_THREADS=1 for torch, and vLLM's CPU threads bound to the lane's own core
 # (VLLM_CPU_OMP_THREADS_BIND; by default vLLM binds every engine to all cores). LANES=1 runs one lane on every core
 # instead: one run finishes sooner, at some cost in throughput. The tuning and the grid are queues of
@@ -38,10 +41,18 @@ EVAL=(--heldout data/rule_assisted/if_heldout.jsonl --expert data/rule_assisted/
 # grid's runs comparable
 TRAIN=(--set model.dtype=fp32)
 LEARNING_RATES=(1e-5 3e-5)
-# priority 1 of the protocol, as the report lists them
+PRIORITY=${PRIORITY:-1}
+[[ $PRIORITY =~ ^[12]$ ]] || { echo "run.sh: PRIORITY is '$PRIORITY'; it may be 1 (the first four algorithms) or 2 (all seven)" >&2; exit 2; }
+# each priority's algorithms as the report lists them, and in the queues' order: the dearest runs first, so that the
+# lanes end at about the same time
 ALGORITHMS=grpo,sft_then_grpo,uniapl,staged_aapa
-# the queues' order: the dearest runs first, so that the lanes end at about the same time
 DEAREST_FIRST=(staged_aapa uniapl sft_then_grpo grpo)
+if [ "$PRIORITY" = 2 ]; then
+  ALGORITHMS+=,grpo_aapa,sft,chord
+  DEAREST_FIRST+=(chord grpo_aapa sft)
+fi
+NAMED=grpo,sft_then_grpo,uniapl,staged_aapa,grpo_aapa,sft,chord  # what `grid ALGORITHM:SEED` may name, at either priority
+ANCHORED=(staged_aapa grpo_aapa)  # they train against the minilm discriminator
 TEACH=(teach --teacher smollm2-135m-instruct --dtype auto --rule-assisted --draft-prompt full --samples 8 --round-size 4
        --enough 1 --max-new-tokens 384 --temperature 0.7 --top-p 1.0 --batch-size 64 --seed 0)
 
@@ -97,7 +108,7 @@ sys.exit(any(reports[0].get(key) != reports[1].get(key) for key in ("auc", "acc_
 PY
 }
 
-# staged_aapa trains against the minilm discriminator, and it scores every final model's analysis samples (the
+# staged_aapa and grpo_aapa train against the minilm discriminator, and it scores every final model's analysis samples (the
 # report's "Discriminator variants"; a column of the results table). On a fresh clone it is refitted first (about
 # 80 s). The fit is seeded, so the refit is the published one, up to float rounding; the grid uses that one fit only.
 SCORE=()  # `--discriminator` for the evaluations, where the fit is the published one
@@ -112,20 +123,23 @@ published_fit() {  # whether runs/repro2/disc-minilm is the published fit, refit
   return 1
 }
 
-use_the_fit() {  # the grid, the start model and the report: the fit scores the final models; without it, staged_aapa is left out
+use_the_fit() {  # the grid, the start model and the report: the fit scores the final models; without it, AAPA runs are left out
   if published_fit; then
     SCORE=(--discriminator $RUNS/disc-minilm)
   else
     echo "run.sh: no model's samples are scored by the discriminator" >&2
-    drop_staged_aapa
+    drop_anchored
   fi
 }
 
-drop_staged_aapa() {  # leaves staged_aapa out of $jobs, and says so
-  [[ " ${jobs[*]} " == *" staged_aapa "* ]] || return 0
-  echo "run.sh: staged_aapa is left out of this queue" >&2
-  for i in "${!jobs[@]}"; do
-    if [[ ${jobs[i]} == "staged_aapa "* ]]; then unset "jobs[i]"; fi
+drop_anchored() {  # leaves the runs that train against the discriminator out of $jobs, and says so
+  local algorithm i
+  for algorithm in "${ANCHORED[@]}"; do
+    [[ " ${jobs[*]} " == *" $algorithm "* ]] || continue
+    echo "run.sh: $algorithm is left out of this queue" >&2
+    for i in "${!jobs[@]}"; do
+      if [[ ${jobs[i]} == "$algorithm "* ]]; then unset "jobs[i]"; fi
+    done
   done
 }
 
@@ -198,7 +212,7 @@ case "${1:-}" in
     done ;;
   tune)
     jobs=(); for algorithm in "${DEAREST_FIRST[@]}"; do for lr in "${LEARNING_RATES[@]}"; do jobs+=("$algorithm $lr"); done; done
-    published_fit || drop_staged_aapa
+    published_fit || drop_anchored
     run_queue tune tune_run "${jobs[@]}"
     $UNIAPL report $RUNS/tune/lr*/*-seed0 --out $RUNS/tune/report
     $PYTHON scripts/repro/select_lr.py --runs $RUNS --table ;;
@@ -213,8 +227,8 @@ case "${1:-}" in
     jobs=()
     if [ $# -gt 1 ]; then
       for job in "${@:2}"; do
-        [[ $job =~ ^(${ALGORITHMS//,/|}):[123]$ ]] \
-          || { echo "run.sh: grid job '$job' is not ALGORITHM:SEED (algorithms ${ALGORITHMS//,/, }; seeds 1, 2, 3)" >&2; exit 2; }
+        [[ $job =~ ^(${NAMED//,/|}):[123]$ ]] \
+          || { echo "run.sh: grid job '$job' is not ALGORITHM:SEED (algorithms ${NAMED//,/, }; seeds 1, 2, 3)" >&2; exit 2; }
         jobs+=("${job/:/ }")
       done
     else
