@@ -76,7 +76,7 @@ def test_results_table_gives_mean_standard_error_and_the_difference_of_uniapl(tm
     paired = [100 * (u - g) for u, g in zip(strict["uniapl"], strict["grpo"])]
     paired_se = statistics.stdev(paired) / math.sqrt(3)
     assert (f"- uniapl − grpo, IFEval prompt strict: {difference:+.2f} ± {se:.2f} (standard error of the difference; "
-            f"n=3 and 3); paired by seed: {statistics.mean(paired):+.2f} ± {paired_se:.2f} (n=3)") in out
+            f"n=3 and 3); paired by seed: {statistics.mean(paired):+.2f} ± {paired_se:.2f} (n=3: +5.00, +8.00, -1.00)") in out
 
 
 def test_results_table_has_a_column_for_the_discriminators_scores_where_there_are_any(tmp_path):
@@ -100,6 +100,10 @@ def test_results_table_gives_no_standard_error_for_one_seed(tmp_path):
         write_json(grid / f"{algorithm}-seed1/final/heldout/ifeval_scores.json", heldout_scores(reward))
     out = script("results_table.py", cwd=tmp_path).stdout
     assert "- uniapl − grpo, held-out reward: +0.0500 (no standard error: n=1 and 1)" in out
+    assert "sft_then_grpo −" not in out  # no runs, no difference
+    write_json(grid / "sft_then_grpo-seed1/final/heldout/ifeval_scores.json", heldout_scores(0.43))
+    out = script("results_table.py", cwd=tmp_path).stdout
+    assert "- sft_then_grpo − grpo, held-out reward: +0.0300 (no standard error: n=1 and 1)" in out
 
 
 def test_the_second_grid_reads_its_own_folder_and_compares_staged_aapa_too(tmp_path):

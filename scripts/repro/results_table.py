@@ -2,9 +2,9 @@
 
 Reads <runs>/grid/<algorithm>-seed<s>/final (IFEval scores, held-out scores, analysis), the start model
 (<runs>/start/final) and the echo floor (<runs>/echo/final), as scripts/repro/run.sh and scripts/repro2/run.sh
-leave them. Also prints the differences of UniAPL (and of staged AAPA) from GRPO and from SFT-then-GRPO with
-their standard errors, unpaired and paired by seed (a seed fixes the data order, so the same seed of two
-algorithms saw the same prompts). Where the runs' analyses were scored by an AAPA discriminator (`uniapl compare
+leave them. Also prints the differences of UniAPL (and of staged AAPA) from GRPO and from SFT-then-GRPO, and of
+SFT-then-GRPO from GRPO, with their standard errors, unpaired and paired by seed (a seed fixes the data order, so
+the same seed of two algorithms saw the same prompts), with each seed's difference. Where the runs' analyses were scored by an AAPA discriminator (`uniapl compare
 --discriminator`), its mean logit on each model's samples is a column, and its mean on the expert's is printed.
 
     python scripts/repro/results_table.py
@@ -41,7 +41,8 @@ COLUMNS = [
 ]
 ALGORITHMS = ["grpo", "sft_then_grpo", "uniapl", "uniapl_no_adv", "staged_aapa", "grpo_aapa", "sft", "chord", "luffy",
               "uniapl_fixed_lambda"]
-OURS = ["uniapl", "staged_aapa"]  # compared with each baseline below
+# ours against each baseline, then what the demonstrations give the staged baseline
+PAIRS = [(ours, baseline) for ours in ("uniapl", "staged_aapa") for baseline in ("grpo", "sft_then_grpo")] + [("sft_then_grpo", "grpo")]
 COMPARED = [("IFEval prompt strict", True), ("IFEval inst strict", True), ("held-out reward", False)]
 
 
@@ -91,7 +92,7 @@ def main() -> None:
         _, file, keys, _ = discriminator_column(args.discriminator, "expert")
         expert = next(v for runs in finals.values() for f in runs if (v := value(f, file, keys)) is not None)
         print(f"- {args.discriminator}'s mean logit on the expert's held-out demonstrations: {expert:.3f}\n")
-    for ours, other in [(ours, other) for ours in OURS for other in ("grpo", "sft_then_grpo")]:
+    for ours, other in PAIRS:
         if ours not in rows or other not in rows:
             continue
         for header, pct in COMPARED:
@@ -105,11 +106,11 @@ def main() -> None:
             else:
                 se = scale * math.sqrt(a["stderr"] ** 2 + b["stderr"] ** 2)
                 line += f" ± {se:.{digits}f} (standard error of the difference; n={a['n']} and {b['n']})"
-            paired = mean_and_standard_error(
-                [x - y for x, y in zip(rows[ours][header], rows[other][header]) if x is not None and y is not None]
-            )
+            differences = [scale * (x - y) for x, y in zip(rows[ours][header], rows[other][header]) if x is not None and y is not None]
+            paired = mean_and_standard_error(differences)
             if paired["stderr"] is not None:
-                line += f"; paired by seed: {scale * paired['mean']:+.{digits}f} ± {scale * paired['stderr']:.{digits}f} (n={paired['n']})"
+                each = ", ".join(f"{d:+.{digits}f}" for d in differences)
+                line += f"; paired by seed: {paired['mean']:+.{digits}f} ± {paired['stderr']:.{digits}f} (n={paired['n']}: {each})"
             print(line)
 
 
