@@ -4,8 +4,9 @@ Reads <runs>/grid/<algorithm>-seed<s>/final (IFEval scores, held-out scores, ana
 (<runs>/start/final) and the echo floor (<runs>/echo/final), as scripts/repro/run.sh and scripts/repro2/run.sh
 leave them. Also prints the differences of UniAPL (and of staged AAPA) from GRPO and from SFT-then-GRPO, and of
 SFT-then-GRPO from GRPO, with their standard errors, unpaired and paired by seed (a seed fixes the data order, so
-the same seed of two algorithms saw the same prompts), with each seed's difference. Where the runs' analyses were scored by an AAPA discriminator (`uniapl compare
---discriminator`), its mean logit on each model's samples is a column, and its mean on the expert's is printed.
+the same seed of two algorithms saw the same prompts), with each seed's difference. Where the runs' analyses were
+scored by an AAPA discriminator (`uniapl compare --discriminator`), its mean logit on each model's samples is a
+column, and its mean on the expert's is printed.
 
     python scripts/repro/results_table.py
     python scripts/repro/results_table.py --runs runs/repro2     # the second grid
@@ -42,7 +43,8 @@ COLUMNS = [
 ALGORITHMS = ["grpo", "sft_then_grpo", "uniapl", "uniapl_no_adv", "staged_aapa", "grpo_aapa", "sft", "chord", "luffy",
               "uniapl_fixed_lambda"]
 # ours against each baseline, then what the demonstrations give the staged baseline
-PAIRS = [(ours, baseline) for ours in ("uniapl", "staged_aapa") for baseline in ("grpo", "sft_then_grpo")] + [("sft_then_grpo", "grpo")]
+PAIRS = [("uniapl", "grpo"), ("uniapl", "sft_then_grpo"), ("staged_aapa", "grpo"), ("staged_aapa", "sft_then_grpo"),
+         ("sft_then_grpo", "grpo")]
 COMPARED = [("IFEval prompt strict", True), ("IFEval inst strict", True), ("held-out reward", False)]
 
 

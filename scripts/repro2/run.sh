@@ -7,8 +7,8 @@
 #   bash scripts/repro2/run.sh start          # the start model and the echo floor, with the same settings
 #   bash scripts/repro2/run.sh grid           # each algorithm at its tuned learning rate, seeds 1-3: train and evaluate
 #                                             # (start, tune and grid refit the minilm discriminator first where it is missing;
-#                                             # staged_aapa trains against it, and every final model's samples are scored by it,
-#                                             # only where it is the published fit)
+#                                             # staged_aapa and grpo_aapa train against it, and every final model's samples
+#                                             # are scored by it, only where it is the published fit)
 #   bash scripts/repro2/run.sh grid grpo:1 grpo:2   # only those runs, in that order
 #   bash scripts/repro2/run.sh report         # the comparison report (runs/repro2/grid/report) and the results table
 #   bash scripts/repro2/run.sh publish        # copy the results (not the weights) and the compute table to docs/repro2, to be
@@ -108,9 +108,9 @@ sys.exit(any(reports[0].get(key) != reports[1].get(key) for key in ("auc", "acc_
 PY
 }
 
-# staged_aapa and grpo_aapa train against the minilm discriminator, and it scores every final model's analysis samples (the
-# report's "Discriminator variants"; a column of the results table). On a fresh clone it is refitted first (about
-# 80 s). The fit is seeded, so the refit is the published one, up to float rounding; the grid uses that one fit only.
+# staged_aapa and grpo_aapa train against the minilm discriminator, and it scores every final model's analysis
+# samples (the report's "Discriminator variants"; a column of the results table). On a fresh clone it is refitted
+# first (about 80 s). The fit is seeded, so the refit is the published one, up to float rounding; the grid uses that one fit only.
 SCORE=()  # `--discriminator` for the evaluations, where the fit is the published one
 jobs=()  # a queue's jobs, "ALGORITHM SEED" or "ALGORITHM LEARNING_RATE"
 
