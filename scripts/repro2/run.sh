@@ -45,13 +45,15 @@ PRIORITY=${PRIORITY:-1}
 [[ $PRIORITY =~ ^[12]$ ]] || { echo "run.sh: PRIORITY is '$PRIORITY'; it may be 1 (the first four algorithms) or 2 (all seven)" >&2; exit 2; }
 # each priority's algorithms as the report lists them, and in the queues' order: the dearest runs first, so that the
 # lanes end at about the same time
-ALGORITHMS=grpo,sft_then_grpo,uniapl,staged_aapa
+FIRST_GROUP=grpo,sft_then_grpo,uniapl,staged_aapa
+SECOND_GROUP=grpo_aapa,sft,chord
+ALGORITHMS=$FIRST_GROUP
 DEAREST_FIRST=(staged_aapa uniapl sft_then_grpo grpo)
 if [ "$PRIORITY" = 2 ]; then
-  ALGORITHMS+=,grpo_aapa,sft,chord
+  ALGORITHMS+=,$SECOND_GROUP
   DEAREST_FIRST+=(chord grpo_aapa sft)
 fi
-NAMED=grpo,sft_then_grpo,uniapl,staged_aapa,grpo_aapa,sft,chord  # what `grid ALGORITHM:SEED` may name, at either priority
+NAMED=$FIRST_GROUP,$SECOND_GROUP  # what `grid ALGORITHM:SEED` may name, at either priority
 ANCHORED=(staged_aapa grpo_aapa)  # they train against the minilm discriminator
 TEACH=(teach --teacher smollm2-135m-instruct --dtype auto --rule-assisted --draft-prompt full --samples 8 --round-size 4
        --enough 1 --max-new-tokens 384 --temperature 0.7 --top-p 1.0 --batch-size 64 --seed 0)
