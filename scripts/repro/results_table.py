@@ -108,11 +108,14 @@ def main() -> None:
             else:
                 se = scale * math.sqrt(a["stderr"] ** 2 + b["stderr"] ** 2)
                 line += f" ± {se:.{digits}f} (standard error of the difference; n={a['n']} and {b['n']})"
-            differences = [scale * (x - y) for x, y in zip(rows[ours][header], rows[other][header]) if x is not None and y is not None]
+            # each seed's values sit at its position, None where it is missing, so zip pairs the same seeds
+            differences = [scale * (x - y) for x, y in zip(rows[ours][header], rows[other][header])
+                           if x is not None and y is not None]
             paired = mean_and_standard_error(differences)
             if paired["stderr"] is not None:
                 each = ", ".join(f"{d:+.{digits}f}" for d in differences)
-                line += f"; paired by seed: {paired['mean']:+.{digits}f} ± {paired['stderr']:.{digits}f} (n={paired['n']}: {each})"
+                line += (f"; paired by seed: {paired['mean']:+.{digits}f} ± {paired['stderr']:.{digits}f} "
+                         f"(n={paired['n']}: {each})")
             print(line)
 
 
