@@ -120,6 +120,29 @@ def test_the_second_grid_reads_its_own_folder_and_compares_staged_aapa_too(tmp_p
     assert "uniapl −" not in out
 
 
+def test_the_third_group_has_its_own_folder_its_own_tuning_and_rows_beside_the_grid(tmp_path):
+    """staged_aapa on the best-of-K data: runs/repro2/bestofk, compared with GRPO, SFT-then-GRPO and itself on the grid's data."""
+    runs = tmp_path / "runs/repro2"
+    write_json(runs / "start/final/heldout/ifeval_scores.json", heldout_scores(0.3))
+    for lr, reward in (("1e-5", 0.42), ("3e-5", 0.41)):
+        write_json(runs / f"bestofk/tune/lr{lr}/staged_aapa-seed0/final/heldout/ifeval_scores.json", heldout_scores(reward))
+    write_json(runs / "tune/lr3e-5/staged_aapa-seed0/final/heldout/ifeval_scores.json", heldout_scores(0.45))
+    chosen = script("select_lr.py", "--runs", "runs/repro2/bestofk", "--algorithm", "staged_aapa", cwd=tmp_path)
+    assert chosen.stdout.strip() == "1e-05"  # its own tuning, not the grid's
+    table = script("select_lr.py", "--runs", "runs/repro2/bestofk", "--start", "runs/repro2/start", "--table", cwd=tmp_path).stdout
+    assert "| start model (no training) | - | 0.3000 | 15.00 |" in table and "| staged_aapa | 1e-05 | 0.4200 | 21.00 |" in table
+    for folder, algorithm, reward in (("grid", "grpo", 0.40), ("grid", "staged_aapa", 0.43), ("bestofk/grid", "staged_aapa", 0.38)):
+        write_json(runs / f"{folder}/{algorithm}-seed1/final/heldout/ifeval_scores.json", heldout_scores(reward))
+    out = script("results_table.py", "--runs", "runs/repro2", "--track", "bestofk=best-of-K data", cwd=tmp_path).stdout
+    assert "| staged_aapa (best-of-K data) | " in out and "| staged_aapa | " in out
+    assert "- staged_aapa (best-of-K data) − grpo, held-out reward: -0.0200 (no standard error: n=1 and 1)" in out
+    assert "- staged_aapa (best-of-K data) − staged_aapa, held-out reward: -0.0500 (no standard error: n=1 and 1)" in out
+    assert "best-of-K data) − sft_then_grpo" not in out  # no runs, no difference
+    assert "best-of-K" not in script("results_table.py", "--runs", "runs/repro2", cwd=tmp_path).stdout
+    wrong = script("results_table.py", "--runs", "runs/repro2", "--track", "bestofk", cwd=tmp_path, check=False)
+    assert wrong.returncode != 0 and "--track 'bestofk' is not FOLDER=LABEL" in wrong.stderr
+
+
 def published_files(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
@@ -152,8 +175,9 @@ def test_publish_copies_results_not_weights_and_marks_unfinished_metrics(tmp_pat
     start_training_runs(finished, running)
     write_json(runs / "start/final/ifeval_scores.json", {"prompt_level_strict_acc": 0.18})
     write_json(runs / "start/final/heldout/ifeval_run.json", {"model": "m"})  # an evaluation in progress: not yet
-    (runs / "grid/report").mkdir()
-    (runs / "grid/report/report.md").write_text("# report\n")
+    for report in ("grid/report", "bestofk/grid/report"):  # a group's own folder has its report too
+        (runs / report).mkdir(parents=True)
+        (runs / report / "report.md").write_text("# report\n")
 
     script("publish.py", cwd=tmp_path)
     assert set(published_files(tmp_path / "docs/repro")) == {
@@ -164,7 +188,7 @@ def test_publish_copies_results_not_weights_and_marks_unfinished_metrics(tmp_pat
         "grid/grpo-seed1/ifbench/ifbench_summary.json", "grid/grpo-seed1/ifbench/ifbench_run.json",
         "grid/grpo-seed1/ifbench/ifbench_responses.jsonl",
         "grid/uniapl-seed1/config.yaml", "grid/uniapl-seed1/metrics.partial.jsonl",
-        "start/ifeval/ifeval_scores.json", "grid/report/report.md",
+        "start/ifeval/ifeval_scores.json", "grid/report/report.md", "bestofk/grid/report/report.md",
     }
 
     # its training ends, but its compare call asked for the held-out split too: still a snapshot
@@ -233,6 +257,12 @@ def test_compute_adds_up_training_steps_and_evaluations_per_run_and_stage(tmp_pa
     assert "| grpo-seed1 | 3 | 90.0 | 5.0 | 6.0 | 15.0 | - | 20.0 | 0.77 |" in out  # (300 + 360 + 900 + 1200) s
     assert "grid: 1 runs, 0.8 lane-hours recorded" in out
     assert "| lr1e-5/grpo-seed0 | 1 | 120.0 | 2.0 | - | - | - | not recorded | 0.03 |" in out
+    third = tmp_path / "runs/repro/bestofk/grid/staged_aapa-seed1"  # a group in a folder of its own: a stage of its own
+    third.mkdir(parents=True)
+    (third / "metrics.jsonl").write_text(json.dumps({"step": 1, "time/step": 180}) + "\n")
+    out = script("compute.py", cwd=tmp_path).stdout
+    assert "## bestofk/grid" in out and "| staged_aapa-seed1 | 1 | 180.0 | 3.0 |" in out
+    assert "bestofk/grid: 1 runs, 0.1 lane-hours recorded" in out and "grid: 1 runs, 0.8 lane-hours recorded" in out
 
 
 @pytest.mark.parametrize("name", ["select_lr.py", "results_table.py", "publish.py", "compute.py"])
@@ -306,8 +336,38 @@ def test_priority_2_adds_grpo_aapa_sft_and_chord_to_the_tuning_and_the_grid(tmp_
     assert sorted(runs) == sorted((a, s) for a in (*first, "grpo_aapa", "sft", "chord") for s in "123")
     calls, _ = run_stage(tmp_path, "grid", "chord:1")  # a named run may come from either priority
     assert [option(c, "--algorithms") for c in runs_of(calls)] == ["chord"]
-    _, error = run_stage(tmp_path, "grid", PRIORITY="3", check=False)
-    assert "PRIORITY is '3'; it may be 1" in error
+    _, error = run_stage(tmp_path, "grid", PRIORITY="4", check=False)
+    assert "PRIORITY is '4'; it may be 1" in error
+
+
+def test_priority_3_adds_staged_aapa_on_the_best_of_k_data_in_its_own_folder_with_its_own_fit(tmp_path):
+    calls, _ = run_stage(tmp_path, "tune", PRIORITY="3")
+    fits = [(option(c, "--variant"), option(c, "--out")) for c in calls if c[1] == "discriminator"]
+    assert fits == [("minilm", "runs/repro2/disc-minilm"), ("minilm", "runs/repro2/disc-minilm-bestofk")]  # what the runs train against
+    bestofk_fit = next(c for c in calls if c[1] == "discriminator" and option(c, "--out").endswith("bestofk"))
+    assert "data.prompts=data/if_train.jsonl" in bestofk_fit
+    assert (tmp_path / "docs/repro2/discriminators/minilm-bestofk/report.json").is_file()
+    third = [c for c in calls if c[1] == "compare" and option(c, "--out").startswith("runs/repro2/bestofk/")]
+    assert sorted(option(c, "--out") for c in third) == ["runs/repro2/bestofk/tune/lr1e-5", "runs/repro2/bestofk/tune/lr3e-5"]
+    assert all(option(c, "--algorithms") == "staged_aapa" and "data.prompts=data/if_train.jsonl" in c
+               and "algorithm.anchor.path=runs/repro2/disc-minilm-bestofk" in c for c in third)
+    grid_data = [c for c in calls if c[1] == "compare" and c not in third]
+    assert len(grid_data) == 14 and not any("data.prompts=data/if_train.jsonl" in c for c in grid_data)
+    calls, _ = run_stage(tmp_path, "grid", "staged_aapa@bestofk:2")  # named at any priority; the fits are there now
+    assert [(option(c, "--algorithms"), option(c, "--seeds"), option(c, "--out")) for c in calls] == [
+        ("staged_aapa", "2", "runs/repro2/bestofk/grid")]
+    write_json(tmp_path / "runs/repro2/disc-minilm-bestofk/report.json", {"auc": 0.8})  # a refit that came out otherwise
+    ran, error = run_stage(tmp_path, "grid", "staged_aapa@bestofk:1", "staged_aapa:1", check=False, PRIORITY="3")
+    assert [option(c, "--out") for c in ran] == ["runs/repro2/grid"] and "staged_aapa@bestofk is left out" in error
+
+
+def test_the_tuning_runs_only_the_named_runs_and_refuses_a_name_it_does_not_know(tmp_path):
+    calls, _ = run_stage(tmp_path, "tune", "chord:3e-5", "sft:1e-5")
+    assert [(option(c, "--algorithms"), option(c, "--set")) for c in runs_of(calls) if c[1] == "compare"] in (
+        [("chord", "training.learning_rate=3e-5"), ("sft", "training.learning_rate=1e-5")],
+        [("sft", "training.learning_rate=1e-5"), ("chord", "training.learning_rate=3e-5")])  # two lanes: either ends first
+    _, error = run_stage(tmp_path, "tune", "chord:1e-4", check=False)
+    assert "tune job 'chord:1e-4' is not ALGORITHM:LEARNING RATE" in error and "learning rates 1e-5, 3e-5" in error
 
 
 def test_the_second_grid_goes_on_past_a_failed_run_and_reports_it(tmp_path):
@@ -348,6 +408,10 @@ def test_a_fresh_clone_refits_only_the_discriminator_the_runs_train_against(tmp_
     calls, _ = run_stage(tmp_path, "discriminator")  # minilm is there now; policy's report is not
     assert [option(c, "--variant") for c in calls] == ["policy"]
     assert option(calls[0], "--negatives") == "docs/repro2/discriminators/negatives.jsonl"
+    calls, _ = run_stage(tmp_path, "discriminator", "minilm-bestofk")  # only the one named
+    assert [(option(c, "--variant"), option(c, "--out")) for c in calls] == [("minilm", "runs/repro2/disc-minilm-bestofk")]
+    _, error = run_stage(tmp_path, "discriminator", "bert", check=False)
+    assert "discriminator 'bert' is not one of minilm, ngram, policy, minilm-bestofk" in error
 
 
 def test_the_grid_refits_the_discriminator_first_and_every_run_is_scored_by_it(tmp_path):

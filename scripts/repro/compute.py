@@ -1,5 +1,6 @@
 """The compute a reproduction took, from what its runs recorded: per run, the training time (the sum of every
-step's `time/step`) and each evaluation's time, in minutes; per stage (tune/, grid/), the lane-hours.
+step's `time/step`) and each evaluation's time, in minutes; per stage (tune/, grid/, and a group's own folder's, such as
+bestofk/tune/), the lane-hours.
 
 The evaluations' figures are their generation times (`generation_seconds`) and the analysis's sampling and
 scoring (`seconds`); loading the model and starting an engine are not in them, so a run's total is a little
@@ -60,7 +61,8 @@ def main() -> None:
     headers = ["run", "steps", "median step s", "training min", *(h for h, *_ in EVALUATIONS), "total h"]
     print(f"# The compute of {args.runs}\n\nEach run's training (the sum of its steps' `time/step`; an unfinished run's steps "
           f"so far) and each evaluation's generation, in minutes (`python scripts/repro/compute.py --runs {args.runs}`).\n")
-    for stage in ("tune", "grid"):
+    for stage in ("tune", "grid", *(p.relative_to(args.runs).as_posix() for p in sorted(args.runs.glob("*/tune")) +
+                                    sorted(args.runs.glob("*/grid")))):
         runs = sorted(p.parent for p in (args.runs / stage).glob("**/metrics.jsonl"))
         if not runs:
             continue

@@ -120,7 +120,8 @@ def main() -> None:
         relative = run.relative_to(args.runs)
         copied = publish_run(run, args.out / relative)
         print(f"{relative}: {', '.join(copied) or 'nothing yet'}")
-    for report in sorted(args.runs.glob("*/report/report.md")):  # tune/ and grid/: the reports over all their runs
+    # tune/ and grid/ (bestofk/tune/ and bestofk/grid/ too): the reports over all their runs
+    for report in sorted(args.runs.glob("**/report/report.md")):
         relative = report.parent.relative_to(args.runs)
         shutil.copytree(report.parent, args.out / relative, dirs_exist_ok=True)
         print(f"{relative}: the whole report")

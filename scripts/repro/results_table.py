@@ -8,8 +8,13 @@ the same seed of two algorithms saw the same prompts), with each seed's differen
 scored by an AAPA discriminator (`uniapl compare --discriminator`), its mean logit on each model's samples is a
 column, and its mean on the expert's is printed.
 
+A group of runs on other data lives in a folder of its own under <runs>, laid out the same way (`--track
+FOLDER=LABEL`): its algorithms are rows labelled "ALGORITHM (LABEL)", each compared with GRPO, with SFT-then-GRPO
+and with the same algorithm on the grid's own data.
+
     python scripts/repro/results_table.py
     python scripts/repro/results_table.py --runs runs/repro2     # the second grid
+    python scripts/repro/results_table.py --runs runs/repro2 --track "bestofk=best-of-K data"   # and its third group
 """
 
 from __future__ import annotations
@@ -72,13 +77,26 @@ def main() -> None:
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--discriminator", default="disc-minilm",
                         help="the discriminator (its folder's name) whose scores of the analyses are a column, where there are any")
+    parser.add_argument("--track", action="append", default=[], metavar="FOLDER=LABEL",
+                        help="runs on other data, under <runs>/FOLDER/grid (repeatable)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     finals = {"start model (SmolLM2-135M-Instruct)": [args.runs / "start" / "final"], "echo the prompt (floor)": [args.runs / "echo" / "final"]}
-    for algorithm in ALGORITHMS:
-        runs = [args.runs / "grid" / f"{algorithm}-seed{s}" / "final" for s in seeds]
-        if any(f.is_dir() for f in runs):
-            finals[algorithm] = runs
+    tracks = [("", None)]  # the grid's own folder, then each --track's
+    for track in args.track:
+        folder, _, label = track.partition("=")
+        if not folder or not label:
+            parser.error(f"--track '{track}' is not FOLDER=LABEL")
+        tracks.append((folder, label))
+    pairs = list(PAIRS)
+    for folder, label in tracks:
+        for algorithm in ALGORITHMS:
+            runs = [args.runs / folder / "grid" / f"{algorithm}-seed{s}" / "final" for s in seeds]
+            if any(f.is_dir() for f in runs):
+                name = f"{algorithm} ({label})" if label else algorithm
+                finals[name] = runs
+                if label:
+                    pairs += [(name, "grpo"), (name, "sft_then_grpo"), (name, algorithm)]
     scored = discriminator_column(args.discriminator)
     columns = COLUMNS + [scored]
     rows = {name: row_values(runs, columns) for name, runs in finals.items()}
@@ -94,7 +112,7 @@ def main() -> None:
         _, file, keys, _ = discriminator_column(args.discriminator, "expert")
         expert = next(v for runs in finals.values() for f in runs if (v := value(f, file, keys)) is not None)
         print(f"- {args.discriminator}'s mean logit on the expert's held-out demonstrations: {expert:.3f}\n")
-    for ours, other in PAIRS:
+    for ours, other in pairs:
         if ours not in rows or other not in rows:
             continue
         for header, pct in COMPARED:

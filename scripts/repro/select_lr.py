@@ -6,6 +6,7 @@ only their held-out scores (final/heldout) are read, never IFEval. Ties go to th
     python scripts/repro/select_lr.py --algorithm uniapl     # prints the chosen learning rate
     python scripts/repro/select_lr.py --table                # every tuning run and its score, and the start model's, as markdown
     python scripts/repro/select_lr.py --runs runs/repro2 --table   # the second grid's
+    python scripts/repro/select_lr.py --runs runs/repro2/bestofk --start runs/repro2/start --table  # its third group's
 """
 
 from __future__ import annotations
@@ -36,11 +37,12 @@ def main() -> None:
     parser.add_argument("--table", action="store_true")
     parser.add_argument("--runs", default="runs/repro", type=Path, help="the grid's folder: its tune/ and start/ (the start model, "
                         "evaluated the same way by run.sh start)")
+    parser.add_argument("--start", type=Path, help="the start model's folder, where it is not <runs>/start")
     args = parser.parse_args()
     tune = args.runs / "tune"
     scores = tuning_scores(tune, args.algorithm)
     if args.table:
-        start = args.runs / "start" / SCORES
+        start = (args.start or args.runs / "start") / SCORES
         rows = [("start model (no training)", "-", json.loads(start.read_text()) if start.is_file() else None)]
         rows += [(name, f"{lr:g}", s) for (name, lr), s in sorted(scores.items())]
         print("| algorithm | learning rate | held-out reward | held-out prompt strict % |\n|---|---|---|---|")

@@ -4,6 +4,7 @@
 #   bash scripts/repro2/run.sh epsilon        # UniAPL's budget: the start policy's per-token NLL on them, written into base.yaml
 #   bash scripts/repro2/run.sh discriminator  # AAPA's discriminator on them (minilm; ngram and policy for the analysis)
 #   bash scripts/repro2/run.sh tune           # each algorithm at each learning rate, seed 0, held-out split only
+#   bash scripts/repro2/run.sh tune chord:3e-5      # only those tuning runs, in that order
 #   bash scripts/repro2/run.sh start          # the start model and the echo floor, with the same settings
 #   bash scripts/repro2/run.sh grid           # each algorithm at its tuned learning rate, seeds 1-3: train and evaluate
 #                                             # (start, tune and grid refit the minilm discriminator first where it is missing;
@@ -18,6 +19,9 @@
 # The protocol's algorithms come in priority order. PRIORITY=1 (the default): grpo, sft_then_grpo, uniapl and
 # staged_aapa. PRIORITY=2 adds grpo_aapa, sft and chord to the tuning, the grid and the report, e.g.
 #   PRIORITY=2 bash scripts/repro2/run.sh tune && PRIORITY=2 bash scripts/repro2/run.sh grid
+# PRIORITY=3 adds the third group, staged_aapa@bestofk: staged_aapa on the first grid's best-of-K data
+# (data/if_train.jsonl), against a minilm discriminator fitted on that data (runs/repro2/disc-minilm-bestofk), its runs
+# under runs/repro2/bestofk/, laid out like runs/repro2 (tune/, grid/); the discriminator stage fits it.
 # Two lanes, one core each: OMP_NUM_THREADS=1 for torch, and vLLM's CPU threads bound to the lane's own core
 # (VLLM_CPU_OMP_THREADS_BIND; by default vLLM binds every engine to all cores). LANES=1 runs one lane on every core
 # instead: one run finishes sooner, at some cost in throughput. The tuning and the grid are queues of
@@ -42,19 +46,23 @@ EVAL=(--heldout data/rule_assisted/if_heldout.jsonl --expert data/rule_assisted/
 TRAIN=(--set model.dtype=fp32)
 LEARNING_RATES=(1e-5 3e-5)
 PRIORITY=${PRIORITY:-1}
-[[ $PRIORITY =~ ^[12]$ ]] || { echo "run.sh: PRIORITY is '$PRIORITY'; it may be 1 (the first four algorithms) or 2 (all seven)" >&2; exit 2; }
+[[ $PRIORITY =~ ^[123]$ ]] || { echo "run.sh: PRIORITY is '$PRIORITY'; it may be 1 (the first four algorithms), 2 (all seven)" \
+  "or 3 (and staged_aapa on the best-of-K data)" >&2; exit 2; }
 # each priority's algorithms as the report lists them, and in the queues' order: the dearest runs first, so that the
 # lanes end at about the same time
 FIRST_GROUP=grpo,sft_then_grpo,uniapl,staged_aapa
 SECOND_GROUP=grpo_aapa,sft,chord
-ALGORITHMS=$FIRST_GROUP
+THIRD_GROUP=staged_aapa@bestofk  # ALGORITHM@bestofk: the algorithm on the best-of-K data (on_data)
+ALGORITHMS=$FIRST_GROUP  # the report's, on the rule-assisted data
 DEAREST_FIRST=(staged_aapa uniapl sft_then_grpo grpo)
-if [ "$PRIORITY" = 2 ]; then
+if [ "$PRIORITY" -ge 2 ]; then
   ALGORITHMS+=,$SECOND_GROUP
   DEAREST_FIRST+=(chord grpo_aapa sft)
 fi
-NAMED=$FIRST_GROUP,$SECOND_GROUP  # what `grid ALGORITHM:SEED` may name, at either priority
+if [ "$PRIORITY" = 3 ]; then DEAREST_FIRST+=("$THIRD_GROUP"); fi
+NAMED=$FIRST_GROUP,$SECOND_GROUP,$THIRD_GROUP  # what `tune ALGORITHM:LR` and `grid ALGORITHM:SEED` may name, at any priority
 ANCHORED=(staged_aapa grpo_aapa)  # they train against the minilm discriminator
+BESTOFK=(--set data.prompts=data/if_train.jsonl --set algorithm.anchor.path=$RUNS/disc-minilm-bestofk)
 TEACH=(teach --teacher smollm2-135m-instruct --dtype auto --rule-assisted --draft-prompt full --samples 8 --round-size 4
        --enough 1 --max-new-tokens 384 --temperature 0.7 --top-p 1.0 --batch-size 64 --seed 0)
 
@@ -113,30 +121,34 @@ PY
 # staged_aapa and grpo_aapa train against the minilm discriminator, and it scores every final model's analysis
 # samples (the report's "Discriminator variants"; a column of the results table). On a fresh clone it is refitted
 # first (about 80 s). The fit is seeded, so the refit is the published one, up to float rounding; the grid uses that one fit only.
+# The third group's fit, minilm-bestofk, is checked the same way, and only its runs train against it.
 SCORE=()  # `--discriminator` for the evaluations, where the fit is the published one
 jobs=()  # a queue's jobs, "ALGORITHM SEED" or "ALGORITHM LEARNING_RATE"
 
-published_fit() {  # whether runs/repro2/disc-minilm is the published fit, refitted first where it is missing
-  [ -f $RUNS/disc-minilm/discriminator.json ] || bash "$SELF" discriminator
-  local published=docs/repro2/discriminators/minilm/report.json
-  same_fit $RUNS/disc-minilm/report.json $published && return 0
-  echo "run.sh: $RUNS/disc-minilm is not the fit that the grid uses ($published differs in held-out AUC, accuracy or" \
+published_fit() {  # published_fit FIT: whether runs/repro2/disc-FIT is the published fit, refitted first where it is missing
+  [ -f $RUNS/disc-$1/discriminator.json ] || bash "$SELF" discriminator "$1"
+  local published=docs/repro2/discriminators/$1/report.json
+  same_fit $RUNS/disc-$1/report.json $published && return 0
+  echo "run.sh: $RUNS/disc-$1 is not the fit that the grid uses ($published differs in held-out AUC, accuracy or" \
     "best epoch)" >&2
   return 1
 }
 
-use_the_fit() {  # the grid, the start model and the report: the fit scores the final models; without it, AAPA runs are left out
-  if published_fit; then
+# the tuning, the grid, the start model and the report: the minilm fit scores the final models; runs that train
+# against a fit other than the published one are left out of the queue
+use_the_fits() {
+  if published_fit minilm; then
     SCORE=(--discriminator $RUNS/disc-minilm)
   else
     echo "run.sh: no model's samples are scored by the discriminator" >&2
-    drop_anchored
+    drop_anchored "${ANCHORED[@]}"
   fi
+  if [[ " ${jobs[*]} " == *" $THIRD_GROUP "* ]]; then published_fit minilm-bestofk || drop_anchored "$THIRD_GROUP"; fi
 }
 
-drop_anchored() {  # leaves the runs that train against the discriminator out of $jobs, and says so
+drop_anchored() {  # drop_anchored ALGORITHM...: leaves their runs out of $jobs, and says so
   local algorithm i
-  for algorithm in "${ANCHORED[@]}"; do
+  for algorithm in "$@"; do
     [[ " ${jobs[*]} " == *" $algorithm "* ]] || continue
     echo "run.sh: $algorithm is left out of this queue" >&2
     for i in "${!jobs[@]}"; do
@@ -163,17 +175,35 @@ start_lane_1() {
 }
 
 # A failed run is reported and the queue goes on; rerunning the stage resumes it.
-tune_run() {  # tune_run ALGORITHM LEARNING_RATE
-  $UNIAPL compare $CONFIG --algorithms "$1" --seeds 0 --out "$RUNS/tune/lr$2" --set training.learning_rate="$2" \
-    "${TRAIN[@]}" "${EVAL[@]}" --skip ifeval,ifbench,analyze,report || echo "run.sh: $1 at $2 failed; rerun to resume it"
+on_data() {  # on_data NAME: the algorithm, the runs' folder and the data overrides of a queue's ALGORITHM or ALGORITHM@bestofk
+  algorithm=${1%@bestofk} root=$RUNS data=()
+  if [ "$algorithm" != "$1" ]; then root=$RUNS/bestofk data=("${BESTOFK[@]}"); fi
 }
 
-grid_run() {  # grid_run ALGORITHM SEED
-  local lr
-  lr=$($PYTHON scripts/repro/select_lr.py --runs $RUNS --algorithm "$1") \
+tune_run() {  # tune_run NAME LEARNING_RATE
+  local algorithm root data
+  on_data "$1"
+  $UNIAPL compare $CONFIG --algorithms "$algorithm" --seeds 0 --out "$root/tune/lr$2" --set training.learning_rate="$2" \
+    "${TRAIN[@]}" "${data[@]}" "${EVAL[@]}" --skip ifeval,ifbench,analyze,report || echo "run.sh: $1 at $2 failed; rerun to resume it"
+}
+
+grid_run() {  # grid_run NAME SEED
+  local algorithm root data lr
+  on_data "$1"
+  lr=$($PYTHON scripts/repro/select_lr.py --runs "$root" --algorithm "$algorithm") \
     || { echo "run.sh: no tuned learning rate for $1; finish its tuning first"; return 0; }
-  $UNIAPL compare $CONFIG --algorithms "$1" --seeds "$2" --out $RUNS/grid --set training.learning_rate="$lr" \
-    "${TRAIN[@]}" "${EVAL[@]}" "${SCORE[@]}" --skip report || echo "run.sh: $1 at seed $2 failed; rerun to resume it"
+  $UNIAPL compare $CONFIG --algorithms "$algorithm" --seeds "$2" --out "$root/grid" --set training.learning_rate="$lr" \
+    "${TRAIN[@]}" "${data[@]}" "${EVAL[@]}" "${SCORE[@]}" --skip report || echo "run.sh: $1 at seed $2 failed; rerun to resume it"
+}
+
+named_jobs() {  # named_jobs STAGE WHAT VALUES JOB...: $jobs from the stage's ALGORITHM:VALUE names, or stop at one it does not know
+  local stage=$1 what=$2 values=$3 job
+  shift 3
+  for job in "$@"; do
+    [[ $job =~ ^(${NAMED//,/|}):(${values// /|})$ ]] || { echo "run.sh: $stage job '$job' is not ALGORITHM:${what^^}" \
+      "(algorithms ${NAMED//,/, }; ${what}s ${values// /, })" >&2; exit 2; }
+    jobs+=("${job/:/ }")
+  done
 }
 
 case "${1:-}" in
@@ -198,28 +228,49 @@ case "${1:-}" in
     fi
     grep '^  epsilon:' $CONFIG ;;
   discriminator)  # minilm for AAPA, then ngram and policy on the same negatives for the analysis; a finished one is kept
-    # the start policy's responses, sampled once and committed: on a fresh clone the discriminators are refitted from them
+    # the start policy's responses, sampled once and committed: on a fresh clone the discriminators are refitted from them.
+    # PRIORITY=3: minilm-bestofk too, on the best-of-K demonstrations against the negatives of their prompts.
+    # `discriminator FIT...`: only those
     negatives=docs/repro2/discriminators/negatives.jsonl
-    for variant in minilm ngram policy; do
-      [ -f $RUNS/disc-$variant/discriminator.json ] && continue
-      # the runs train against minilm only; the other two are results, their published reports
-      [ $variant != minilm ] && [ -f docs/repro2/discriminators/$variant/report.json ] && continue
+    fits=(minilm ngram policy)
+    if [ "$PRIORITY" = 3 ]; then fits+=(minilm-bestofk); fi
+    if [ $# -gt 1 ]; then fits=("${@:2}"); fi
+    for fit in "${fits[@]}"; do
+      [[ $fit =~ ^(minilm|ngram|policy|minilm-bestofk)$ ]] \
+        || { echo "run.sh: discriminator '$fit' is not one of minilm, ngram, policy, minilm-bestofk" >&2; exit 2; }
+    done
+    for fit in "${fits[@]}"; do
+      [ -f $RUNS/disc-$fit/discriminator.json ] && continue
+      # the runs train against the minilm fits only; the other two are results, their published reports
+      variant=${fit%-bestofk}
+      [ $variant != minilm ] && [ -f docs/repro2/discriminators/$fit/report.json ] && continue
+      data=(); [ $fit = $variant ] || data=("${BESTOFK[@]}")
       sampled=(); [ -f $negatives ] && sampled=(--negatives $negatives)
-      "${ALL_CORES[@]}" $UNIAPL discriminator train $CONFIG "${TRAIN[@]}" --variant $variant "${sampled[@]}" --out $RUNS/disc-$variant
-      mkdir -p docs/repro2/discriminators/$variant
-      [ -f $negatives ] || cp $RUNS/disc-$variant/negatives.jsonl $negatives
+      "${ALL_CORES[@]}" $UNIAPL discriminator train $CONFIG "${TRAIN[@]}" "${data[@]}" --variant $variant "${sampled[@]}" \
+        --out $RUNS/disc-$fit
+      mkdir -p docs/repro2/discriminators/$fit
+      [ -f $negatives ] || cp $RUNS/disc-$fit/negatives.jsonl $negatives
       # a published report stays: it is the fit the runs trained against, which the grid checks a refit against
-      [ -f docs/repro2/discriminators/$variant/report.json ] \
-        || cp $RUNS/disc-$variant/report.json $RUNS/disc-$variant/scores_hist.png docs/repro2/discriminators/$variant/
+      [ -f docs/repro2/discriminators/$fit/report.json ] \
+        || cp $RUNS/disc-$fit/report.json $RUNS/disc-$fit/scores_hist.png docs/repro2/discriminators/$fit/
     done ;;
-  tune)
-    jobs=(); for algorithm in "${DEAREST_FIRST[@]}"; do for lr in "${LEARNING_RATES[@]}"; do jobs+=("$algorithm $lr"); done; done
-    published_fit || drop_anchored
+  tune)  # `tune ALGORITHM:LEARNING_RATE...` queues only those runs
+    jobs=()
+    if [ $# -gt 1 ]; then
+      named_jobs tune "learning rate" "${LEARNING_RATES[*]}" "${@:2}"
+    else
+      for algorithm in "${DEAREST_FIRST[@]}"; do for lr in "${LEARNING_RATES[@]}"; do jobs+=("$algorithm $lr"); done; done
+    fi
+    use_the_fits
     run_queue tune tune_run "${jobs[@]}"
     $UNIAPL report $RUNS/tune/lr*/*-seed0 --out $RUNS/tune/report
-    $PYTHON scripts/repro/select_lr.py --runs $RUNS --table ;;
+    $PYTHON scripts/repro/select_lr.py --runs $RUNS --table
+    if compgen -G "$RUNS/bestofk/tune/lr*/*-seed0" > /dev/null; then
+      $UNIAPL report $RUNS/bestofk/tune/lr*/*-seed0 --out $RUNS/bestofk/tune/report
+      $PYTHON scripts/repro/select_lr.py --runs $RUNS/bestofk --start $RUNS/start --table
+    fi ;;
   start)  # a result already there is kept
-    use_the_fit
+    use_the_fits
     lane 0 start_lane_0 & first=$!
     lane 1 start_lane_1 & second=$!
     wait_lanes $first $second ;;
@@ -228,20 +279,23 @@ case "${1:-}" in
     # of unfinished runs are lost, takes the runs that finish within it
     jobs=()
     if [ $# -gt 1 ]; then
-      for job in "${@:2}"; do
-        [[ $job =~ ^(${NAMED//,/|}):[123]$ ]] \
-          || { echo "run.sh: grid job '$job' is not ALGORITHM:SEED (algorithms ${NAMED//,/, }; seeds 1, 2, 3)" >&2; exit 2; }
-        jobs+=("${job/:/ }")
-      done
+      named_jobs grid seed "1 2 3" "${@:2}"
     else
       for seed in 1 2 3; do for algorithm in "${DEAREST_FIRST[@]}"; do jobs+=("$algorithm $seed"); done; done
     fi
-    use_the_fit
+    use_the_fits
     run_queue grid grid_run "${jobs[@]}" ;;
   report)
-    use_the_fit
+    use_the_fits
     $UNIAPL compare $CONFIG --algorithms $ALGORITHMS --seeds 1,2,3 --out $RUNS/grid "${TRAIN[@]}" "${EVAL[@]}" "${SCORE[@]}"
-    $PYTHON scripts/repro/results_table.py --runs $RUNS ;;
+    tracks=()
+    if [ "$PRIORITY" = 3 ] && published_fit minilm-bestofk; then
+      on_data "$THIRD_GROUP"
+      $UNIAPL compare $CONFIG --algorithms "$algorithm" --seeds 1,2,3 --out "$root/grid" "${TRAIN[@]}" "${data[@]}" "${EVAL[@]}" \
+        "${SCORE[@]}"
+      tracks=(--track "bestofk=best-of-K data")
+    fi
+    $PYTHON scripts/repro/results_table.py --runs $RUNS "${tracks[@]}" ;;
   publish)
     $PYTHON scripts/repro/publish.py --runs $RUNS --out docs/repro2
     $PYTHON scripts/repro/compute.py --runs $RUNS > docs/repro2/compute.md ;;
