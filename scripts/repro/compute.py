@@ -61,8 +61,8 @@ def main() -> None:
     headers = ["run", "steps", "median step s", "training min", *(h for h, *_ in EVALUATIONS), "total h"]
     print(f"# The compute of {args.runs}\n\nEach run's training (the sum of its steps' `time/step`; an unfinished run's steps "
           f"so far) and each evaluation's generation, in minutes (`python scripts/repro/compute.py --runs {args.runs}`).\n")
-    for stage in ("tune", "grid", *(p.relative_to(args.runs).as_posix() for p in sorted(args.runs.glob("*/tune")) +
-                                    sorted(args.runs.glob("*/grid")))):
+    groups = sorted(args.runs.glob("*/tune")) + sorted(args.runs.glob("*/grid"))  # a group's own folder's, as bestofk/
+    for stage in ("tune", "grid", *(p.relative_to(args.runs).as_posix() for p in groups)):
         runs = sorted(p.parent for p in (args.runs / stage).glob("**/metrics.jsonl"))
         if not runs:
             continue
