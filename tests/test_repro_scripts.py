@@ -397,6 +397,18 @@ def test_one_lane_runs_the_queue_on_every_core(tmp_path):
     assert "LANES is '3'; it may be 1" in error
 
 
+def test_one_named_lane_runs_its_queue_on_its_core_and_keeps_the_other_lanes_claims(tmp_path):
+    claims = tmp_path / "runs/repro2/claims/grid"
+    for job in ("grpo_1", "uniapl_1"):  # grpo 1: this queue's own claim, left by a stopped lane; uniapl 1: the other lane's
+        (claims / job).mkdir(parents=True)
+    calls, _ = run_stage(tmp_path, "grid", "grpo:1", "grpo:2", LANE="1")
+    assert [(c[0], option(c, "--seeds")) for c in runs_of(calls)] == [("1/1", "1"), ("1/1", "2")]
+    assert (claims / "uniapl_1").is_dir()
+    for bad, lanes in (("2", "2"), ("1", "1")):
+        _, error = run_stage(tmp_path, "grid", LANE=bad, LANES=lanes, check=False)
+        assert f"LANE is '{bad}'; it may be 0 or 1" in error
+
+
 def test_a_fresh_clone_refits_only_the_discriminator_the_runs_train_against(tmp_path):
     published = tmp_path / "docs/repro2/discriminators"
     for variant in ("ngram", "policy"):

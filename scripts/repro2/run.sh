@@ -25,7 +25,9 @@
 # Two lanes, one core each: OMP_NUM_THREADS=1 for torch, and vLLM's CPU threads bound to the lane's own core
 # (VLLM_CPU_OMP_THREADS_BIND; by default vLLM binds every engine to all cores). LANES=1 runs one lane on every core
 # instead: one run finishes sooner, at some cost in throughput. The tuning and the grid are queues of
-# runs: each lane takes the next run that no lane has taken. Every step resumes: rerun the same command after an
+# runs: each lane takes the next run that no lane has taken. LANE=0 or LANE=1 runs a queue on that lane alone, beside
+# another queue on the other lane, e.g. `LANE=1 bash scripts/repro2/run.sh grid chord:1` while lane 0 tunes; the two
+# must name different runs. Every step resumes: rerun the same command after an
 # interruption. The epsilon and discriminator stages run alone, on every core. Training and
 # evaluation run in .venv-vllm (bash scripts/setup.sh --vllm).
 set -euo pipefail
@@ -69,6 +71,10 @@ TEACH=(teach --teacher smollm2-135m-instruct --dtype auto --rule-assisted --draf
 LANES=${LANES:-2}
 [[ $LANES =~ ^[12]$ ]] || { echo "run.sh: LANES is '$LANES'; it may be 1 (one lane on every core) or 2 (one core each)" >&2; exit 2; }
 
+LANE=${LANE:-}
+[ -z "$LANE" ] || { [ "$LANES" = 2 ] && [[ $LANE =~ ^[01]$ ]]; } \
+  || { echo "run.sh: LANE is '$LANE'; it may be 0 or 1 (one lane, on that core), with LANES=2" >&2; exit 2; }
+
 lane() {  # lane NUMBER COMMAND...: core NUMBER's job (every core's, with one lane), its output appended to runs/repro2/lane-NUMBER.log
   local number=$1 threads=1 cores=$1
   shift
@@ -83,13 +89,20 @@ wait_lanes() {  # wait_lanes PID...: wait for every lane, then fail if one faile
 }
 
 # A lane claims a job by making its folder under runs/repro2/claims/STAGE (mkdir either makes it or fails, so two
-# lanes never take the same job). The claims are cleared when the stage starts: a job whose lane was stopped is
-# taken again, and its run resumes from its last checkpoint.
+# lanes never take the same job). The claims are cleared when the stage starts (with LANE, the claims of its own jobs):
+# a job whose lane was stopped is taken again, and its run resumes from its last checkpoint.
 run_queue() {  # run_queue STAGE FUNCTION JOB...: the lanes take the jobs in turn, each running FUNCTION JOB; wait for all
-  local stage=$1 function=$2 number pids=()
+  local stage=$1 function=$2 number pids=() lanes job
   shift 2
-  rm -rf "$RUNS/claims/$stage" && mkdir -p "$RUNS/claims/$stage"
-  for ((number = 0; number < LANES; number++)); do lane $number take_jobs "$stage" "$function" "$@" & pids+=($!); done
+  if [ -z "$LANE" ]; then
+    lanes=$(seq 0 $((LANES - 1)))
+    rm -rf "$RUNS/claims/$stage"
+  else  # the other lane's queue may be running: clear only this queue's own claims
+    lanes=$LANE
+    for job in "$@"; do rm -rf "$RUNS/claims/$stage/${job// /_}"; done
+  fi
+  mkdir -p "$RUNS/claims/$stage"
+  for number in $lanes; do lane $number take_jobs "$stage" "$function" "$@" & pids+=($!); done
   wait_lanes "${pids[@]}"
 }
 
