@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import random
@@ -150,6 +151,15 @@ def test_cli_echo_floor_then_scores_saved_responses(tmp_path, capsys):
     second = json.loads((rescored_dir / SCORES_FILE).read_text())
     assert {m: second[m] for m in METRICS} == {m: first[m] for m in METRICS}
     assert second["generation_seconds"] == pytest.approx(first["generation_seconds"])
+
+    gzipped = tmp_path / "published" / (RESPONSES_FILE + ".gz")  # as scripts/repro/publish.py publishes them
+    gzipped.parent.mkdir()
+    gzipped.write_bytes(gzip.compress((out / RESPONSES_FILE).read_bytes()))
+    assert main(["eval", "ifeval", "--responses", str(gzipped), "--limit", "12", "--out", str(tmp_path / "from-gzip")]) == 0
+    assert {m: json.loads((tmp_path / "from-gzip" / SCORES_FILE).read_text())[m] for m in METRICS} == {m: first[m] for m in METRICS}
+    gzipped.write_bytes(gzipped.read_bytes()[:40])  # cut short
+    assert main(["eval", "ifeval", "--responses", str(gzipped), "--limit", "12", "--out", str(tmp_path / "from-gzip")]) == 2
+    assert "not a whole gzip file" in capsys.readouterr().err
 
     untimed = tmp_path / "untimed.jsonl"  # responses made elsewhere: no time, rather than a wrong one
     untimed.write_text("".join(json.dumps({k: v for k, v in json.loads(line).items() if k != "seconds"}) + "\n"

@@ -6,6 +6,7 @@ run folders laid out like `scripts/repro/run.sh` leaves them, with made-up score
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
@@ -184,9 +185,9 @@ def test_publish_copies_results_not_weights_and_marks_unfinished_metrics(tmp_pat
         "grid/grpo-seed1/config.yaml", "grid/grpo-seed1/metrics.jsonl", "grid/grpo-seed1/ifeval/ifeval_scores.json",
         "grid/grpo-seed1/heldout/ifeval_scores.json", "grid/grpo-seed1/analysis/analysis.json",
         "grid/grpo-seed1/analysis/discriminators.json", "grid/grpo-seed1/analysis/discriminator_disc-minilm_hist.png",
-        "grid/grpo-seed1/analysis/responses.jsonl",
+        "grid/grpo-seed1/analysis/responses.jsonl.gz",
         "grid/grpo-seed1/ifbench/ifbench_summary.json", "grid/grpo-seed1/ifbench/ifbench_run.json",
-        "grid/grpo-seed1/ifbench/ifbench_responses.jsonl",
+        "grid/grpo-seed1/ifbench/ifbench_responses.jsonl.gz",
         "grid/uniapl-seed1/config.yaml", "grid/uniapl-seed1/metrics.partial.jsonl",
         "start/ifeval/ifeval_scores.json", "grid/report/report.md", "bestofk/grid/report/report.md",
     }
@@ -219,6 +220,8 @@ def test_restore_lays_finished_results_out_as_the_runs_left_them(tmp_path):
     script("publish.py", cwd=tmp_path)
     docs = tmp_path / "docs/repro"
     before = published_files(docs)
+    published_responses = docs / "tune/lr1e-5/grpo-seed0/heldout/ifeval_responses.jsonl.gz"
+    assert gzip.decompress(published_responses.read_bytes()) == b'{"key": "k1"}\n'
 
     fresh = tmp_path / "fresh"
     (fresh / "docs").mkdir(parents=True)
@@ -227,6 +230,7 @@ def test_restore_lays_finished_results_out_as_the_runs_left_them(tmp_path):
     assert "grid/uniapl-seed3: unfinished when published; not restored" in out
     restored = fresh / "runs/repro"
     assert (restored / "tune/lr1e-5/grpo-seed0/final/heldout/ifeval_scores.json").is_file()
+    assert (restored / "tune/lr1e-5/grpo-seed0/final/heldout/ifeval_responses.jsonl").read_text() == '{"key": "k1"}\n'
     assert (restored / "start/final/analysis/analysis.json").is_file()
     assert (restored / "start/final/analysis/discriminator_disc-ngram_hist.png").read_bytes() == b"disc-ngram"
     assert (restored / "start/final/ifbench/ifbench_summary.json").is_file()
@@ -387,6 +391,20 @@ def test_the_second_grid_runs_only_the_named_runs_and_refuses_a_name_it_does_not
     assert sorted((option(c, "--algorithms"), option(c, "--seeds")) for c in runs_of(calls)) == [("grpo", "2"), ("uniapl", "1")]
     _, error = run_stage(tmp_path, "grid", "grpo:4", check=False)
     assert "grid job 'grpo:4' is not ALGORITHM:SEED" in error and "seeds 1, 2, 3" in error
+
+
+def test_a_trained_run_drops_its_checkpoints_and_an_unfinished_one_keeps_them(tmp_path):
+    runs = tmp_path / "runs/repro2"
+    trained, stopped, tuned = runs / "grid/grpo-seed1", runs / "grid/uniapl-seed1", runs / "tune/lr3e-5/grpo-seed0"
+    for run in (trained, stopped, tuned):
+        (run / "checkpoints/step-000040").mkdir(parents=True)
+    for run in (trained, tuned):
+        write_json(run / "final/config.json", {})
+    run_stage(tmp_path, "grid", "grpo:1", "uniapl:1", FAIL="uniapl")  # uniapl stops before its final model
+    assert not (trained / "checkpoints").exists() and (trained / "final/config.json").is_file()
+    assert (stopped / "checkpoints/step-000040").is_dir()
+    run_stage(tmp_path, "tune", "grpo:3e-5")
+    assert not (tuned / "checkpoints").exists()
 
 
 def test_one_lane_runs_the_queue_on_every_core(tmp_path):

@@ -12,6 +12,7 @@ message naming the file (and line), and never costs work that was saved.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -68,10 +69,15 @@ def read_json(path: str | Path) -> Any:
 
 
 def jsonl_rows(path: str | Path) -> Iterator[tuple[str, dict]]:
-    """(`file:line`, row) for each non-blank line; a line that is not UTF-8, not JSON, or not an object is a
-    DataError naming it."""
+    """(`file:line`, row) for each non-blank line, of a gzipped file too (`.jsonl.gz`, as published results are); a
+    line that is not UTF-8, not JSON, or not an object is a DataError naming it."""
     path = Path(path)
     data = read_bytes(path)
+    if path.suffix == ".gz":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise DataError(f"{path}: not a whole gzip file ({exc})") from None
     for number, raw in enumerate(data.split(b"\n"), start=1):
         line = _decode(raw, path, number).removeprefix("\ufeff" if number == 1 else "")
         if not line.strip():

@@ -4,7 +4,9 @@ Weights and checkpoints stay behind. For each run: its config, its metrics (as m
 training and every evaluation its `uniapl compare` calls asked for have finished, so a snapshot cannot pass for a
 finished run), and whatever it has of the held-out evaluation, IFEval (scores, settings, responses), IFBench's
 responses (with their settings and summary) and the analysis (JSON, histograms and samples, and the AAPA
-discriminators' scores of the samples).
+discriminators' scores of the samples). The responses are published gzipped (`zcat` reads them): as JSONL they
+are most of a run's 2 MB, and the repository's working tree must stay under the 64 MiB that a call of the device
+machine carries. `--restore` unzips them.
 Each comparison report (report.md, report.html, PNGs) is copied whole. Rerun it as runs finish; it
 replaces what it copied before.
 
@@ -21,6 +23,7 @@ folders already under runs/repro/ are left alone.
 from __future__ import annotations
 
 import argparse
+import gzip
 import shutil
 from pathlib import Path
 
@@ -43,6 +46,13 @@ RESULT_FILES = [
 ]
 
 
+GZIPPED = {runner.RESPONSES_FILE, ifbench.RESPONSES_FILE, RESPONSES_JSONL}
+
+
+def published_name(name: str) -> str:
+    return f"{name}.gz" if name in GZIPPED else name
+
+
 def result_files(run: Path, published_run: Path | None = None) -> list[tuple[Path, str, Path]]:
     """(a result's file under the run, the folder it is published in, its result) for every file of every step;
     patterns match the files there are under the run, or under `published_run` when restoring it."""
@@ -62,12 +72,19 @@ def run_folders(root: Path) -> list[Path]:
 
 
 def copy_existing(sources: list[tuple[Path, Path]], root: Path) -> list[str]:
-    """Copy each (source, destination) whose source exists; the copies, relative to `root`."""
+    """Copy each (source, destination) whose source exists, gzipping into a .gz destination and unzipping out of a .gz
+    source; the copies, relative to `root`."""
     copied = []
     for source, destination in sources:
         if source.is_file():
             destination.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, destination)
+            if destination.suffix == ".gz" != source.suffix:
+                # mtime 0: publishing the same responses again gives the same bytes, so git sees no change
+                destination.write_bytes(gzip.compress(source.read_bytes(), compresslevel=9, mtime=0))
+            elif source.suffix == ".gz" != destination.suffix:
+                destination.write_bytes(gzip.decompress(source.read_bytes()))
+            else:
+                shutil.copyfile(source, destination)
             copied.append(str(destination.relative_to(root)))
     return copied
 
@@ -79,7 +96,8 @@ def publish_run(run: Path, target: Path) -> list[str]:
     finished = not (run / "config.yaml").is_file() or (load_run(run, run.name).finished and not missing_results(run))
     sources = [(run / "config.yaml", target / "config.yaml"),
                (run / "metrics.jsonl", target / ("metrics.jsonl" if finished else "metrics.partial.jsonl"))]
-    sources += [(path, target / published / path.name) for path, published, result in result_files(run) if result.is_file()]
+    sources += [(path, target / published / published_name(path.name)) for path, published, result in result_files(run)
+                if result.is_file()]
     return copy_existing(sources, target)
 
 
@@ -91,7 +109,7 @@ def published_runs(root: Path) -> list[Path]:
 
 def restore_run(published: Path, run: Path) -> list[str]:
     sources = [(published / "config.yaml", run / "config.yaml"), (published / "metrics.jsonl", run / "metrics.jsonl")]
-    sources += [(published / folder / path.name, path) for path, folder, _ in result_files(run, published)]
+    sources += [(published / folder / published_name(path.name), path) for path, folder, _ in result_files(run, published)]
     return copy_existing(sources, run)
 
 

@@ -193,11 +193,18 @@ on_data() {  # on_data NAME: the algorithm, the runs' folder and the data overri
   if [ "$algorithm" != "$1" ]; then root=$RUNS/bestofk data=("${BESTOFK[@]}"); fi
 }
 
+# A trained run's checkpoints go: final/ keeps its weights, which are all its evaluations need, and the optimizer's state
+# beside them (1.6 GB a run) would fill the disk over the grid's runs
+drop_checkpoints() {  # drop_checkpoints RUN
+  if [ -f "$1/final/config.json" ]; then rm -rf "$1/checkpoints"; fi
+}
+
 tune_run() {  # tune_run NAME LEARNING_RATE
   local algorithm root data
   on_data "$1"
   $UNIAPL compare $CONFIG --algorithms "$algorithm" --seeds 0 --out "$root/tune/lr$2" --set training.learning_rate="$2" \
     "${TRAIN[@]}" "${data[@]}" "${EVAL[@]}" --skip ifeval,ifbench,analyze,report || echo "run.sh: $1 at $2 failed; rerun to resume it"
+  drop_checkpoints "$root/tune/lr$2/$algorithm-seed0"
 }
 
 grid_run() {  # grid_run NAME SEED
@@ -207,6 +214,7 @@ grid_run() {  # grid_run NAME SEED
     || { echo "run.sh: no tuned learning rate for $1; finish its tuning first"; return 0; }
   $UNIAPL compare $CONFIG --algorithms "$algorithm" --seeds "$2" --out "$root/grid" --set training.learning_rate="$lr" \
     "${TRAIN[@]}" "${data[@]}" "${EVAL[@]}" "${SCORE[@]}" --skip report || echo "run.sh: $1 at seed $2 failed; rerun to resume it"
+  drop_checkpoints "$root/grid/$algorithm-seed$2"
 }
 
 named_jobs() {  # named_jobs STAGE WHAT VALUES JOB...: $jobs from the stage's ALGORITHM:VALUE names, or stop at one it does not know
