@@ -301,6 +301,7 @@ def run_stage(tmp_path: Path, stage: str, *args: str, check: bool = True, **env:
     select_lr = tmp_path / "scripts/repro/select_lr.py"  # the tuned rate: 3e-5 for every algorithm
     select_lr.parent.mkdir(parents=True, exist_ok=True)
     select_lr.write_text("print('3e-5')\n")
+    (select_lr.parent / "results_table.py").write_text("print('the results table')\n")
     environment = {"PATH": "/usr/bin:/bin", "UNIAPL": str(fake), "PYTHON": sys.executable, "CALLS": str(calls), "FAIL": "none", **env}
     done = subprocess.run(["bash", str(runner), stage, *args], cwd=tmp_path, env=environment, capture_output=True, text=True,
                           timeout=120)
@@ -405,6 +406,20 @@ def test_a_trained_run_drops_its_checkpoints_and_an_unfinished_one_keeps_them(tm
     assert (stopped / "checkpoints/step-000040").is_dir()
     run_stage(tmp_path, "tune", "grpo:3e-5")
     assert not (tuned / "checkpoints").exists()
+
+
+def test_the_report_leaves_out_an_algorithm_until_all_its_seeds_are_evaluated(tmp_path):
+    grid = tmp_path / "runs/repro2/grid"
+    evaluated = [f"{a}-seed{s}" for a in ("grpo", "sft_then_grpo", "uniapl", "staged_aapa") for s in (1, 2, 3)] + ["chord-seed1"]
+    for run in evaluated:
+        write_json(grid / run / "final/analysis/analysis.json", {})
+    write_json(grid / "chord-seed2/final/config.json", {})  # trained, and being evaluated in its lane
+    calls, _ = run_stage(tmp_path, "report", PRIORITY="2")
+    compares = [c for c in calls if c[1] == "compare"]
+    assert [option(c, "--algorithms") for c in compares] == ["grpo,sft_then_grpo,uniapl,staged_aapa"]  # never chord's seed 2
+    _, error = run_stage(tmp_path, "report", PRIORITY="2", check=False)
+    assert "chord is left out of the report until its seeds 2 3 are trained and evaluated" in error
+    assert "sft is left out of the report until its seeds 1 2 3" in error
 
 
 def test_one_lane_runs_the_queue_on_every_core(tmp_path):

@@ -11,7 +11,8 @@
 #                                             # staged_aapa and grpo_aapa train against it, and every final model's samples
 #                                             # are scored by it, only where it is the published fit)
 #   bash scripts/repro2/run.sh grid grpo:1 grpo:2   # only those runs, in that order
-#   bash scripts/repro2/run.sh report         # the comparison report (runs/repro2/grid/report) and the results table
+#   bash scripts/repro2/run.sh report         # the comparison report (runs/repro2/grid/report) over the algorithms whose
+#                                             # seeds have all finished, and the results table
 #   bash scripts/repro2/run.sh publish        # copy the results (not the weights) and the compute table to docs/repro2, to be
 #                                             # committed as runs finish
 #   bash scripts/repro2/run.sh restore        # lay the results published in docs/repro2 out under runs/repro2
@@ -217,6 +218,24 @@ grid_run() {  # grid_run NAME SEED
   drop_checkpoints "$root/grid/$algorithm-seed$2"
 }
 
+# The report covers an algorithm once each of its seeds is trained and evaluated (its analysis written: what is left, the
+# discriminators' scores of the samples, takes seconds); a run still in a lane is that lane's to finish, never the
+# report's, which would otherwise train or evaluate it beside the lane
+evaluated() {  # evaluated ROOT ALGORITHM,...: those of the algorithms ready for the report, comma-separated
+  local root=$1 algorithm seed missing ready=()
+  for algorithm in ${2//,/ }; do
+    missing=()
+    for seed in 1 2 3; do [ -f "$root/grid/$algorithm-seed$seed/final/analysis/analysis.json" ] || missing+=("$seed"); done
+    if [ ${#missing[@]} = 0 ]; then
+      ready+=("$algorithm")
+    else
+      echo "run.sh: $algorithm is left out of the report until its seeds ${missing[*]} are trained and evaluated (run.sh grid)" >&2
+    fi
+  done
+  local IFS=,
+  echo "${ready[*]}"
+}
+
 named_jobs() {  # named_jobs STAGE WHAT VALUES JOB...: $jobs from the stage's ALGORITHM:VALUE names, or stop at one it does not know
   local stage=$1 what=$2 values=$3 job
   shift 3
@@ -308,12 +327,17 @@ case "${1:-}" in
     run_queue grid grid_run "${jobs[@]}" ;;
   report)
     use_the_fits
-    $UNIAPL compare $CONFIG --algorithms $ALGORITHMS --seeds 1,2,3 --out $RUNS/grid "${TRAIN[@]}" "${EVAL[@]}" "${SCORE[@]}"
+    ready=$(evaluated $RUNS "$ALGORITHMS")
+    if [ -n "$ready" ]; then
+      $UNIAPL compare $CONFIG --algorithms "$ready" --seeds 1,2,3 --out $RUNS/grid "${TRAIN[@]}" "${EVAL[@]}" "${SCORE[@]}"
+    fi
     tracks=()
     if [ "$PRIORITY" = 3 ] && published_fit minilm-bestofk; then
       on_data "$THIRD_GROUP"
-      $UNIAPL compare $CONFIG --algorithms "$algorithm" --seeds 1,2,3 --out "$root/grid" "${TRAIN[@]}" "${data[@]}" "${EVAL[@]}" \
-        "${SCORE[@]}"
+      if [ -n "$(evaluated "$root" "$algorithm")" ]; then
+        $UNIAPL compare $CONFIG --algorithms "$algorithm" --seeds 1,2,3 --out "$root/grid" "${TRAIN[@]}" "${data[@]}" "${EVAL[@]}" \
+          "${SCORE[@]}"
+      fi
       tracks=(--track "bestofk=best-of-K data")
     fi
     $PYTHON scripts/repro/results_table.py --runs $RUNS "${tracks[@]}" ;;
