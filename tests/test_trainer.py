@@ -263,7 +263,8 @@ def test_long_demonstrations_take_passes_of_their_own():
 def test_demonstrations_and_rollouts_of_very_different_lengths_go_into_length_buckets():
     """Eight demonstrations of 10 to 330 tokens in one pass would pad every one to 330: short and long ones take passes
     of their own, each rollout group stays in one pass, and the head discriminator's RL rows stay together."""
-    from uniapl.train.batch import DEMO, PASS_OVERHEAD_TOKENS, ROLLOUT, TrainRow, padded_cost, plan_passes
+    from uniapl.train.batch import DEMO, ROLLOUT, TrainRow, plan_passes
+    from uniapl.train.sequences import passes_cost
 
     lengths = [300, 12, 320, 10, 15, 330, 20, 310]
     demos = [TrainRow([10 + i], [8] * n, DEMO) for i, n in enumerate(lengths)]
@@ -271,7 +272,7 @@ def test_demonstrations_and_rollouts_of_very_different_lengths_go_into_length_bu
     rows = rollouts + demos
     plan = plan_passes(rows, len(rows), True)
     assert plan == [[11, 9, 12, 14], [8, 15, 10, 13], [0, 1, 2, 3], [4, 5, 6, 7]]
-    cost = lambda passes: sum(padded_cost([rows[i] for i in p]) + PASS_OVERHEAD_TOKENS for p in passes)  # noqa: E731
+    cost = lambda passes: passes_cost(rows, passes)  # noqa: E731
     assert cost(plan) < cost([list(range(8, 16)), list(range(8))]) < cost([list(range(16))])
     assert plan_passes(rows, len(rows), True, keep_rl_together=True)[-1] == list(range(8))
     assert all(len(p) <= 3 for p in plan_passes(rows, 3, True))
@@ -310,9 +311,10 @@ def test_demonstration_passes_give_the_same_update_without_an_extra_pooling_pass
     in several micro-batches, only they take the no-grad pooling pass."""
     import uniapl.train.batch as batch_module
     import uniapl.train.policy as policy_module
+    import uniapl.train.sequences as sequences_module
 
     plan, score = batch_module.plan_passes, policy_module.score_tokens
-    monkeypatch.setattr(batch_module, "PASS_OVERHEAD_TOKENS", 0)  # these tiny rows gain from a second pass only without it
+    monkeypatch.setattr(sequences_module, "PASS_OVERHEAD_TOKENS", 0)  # these tiny rows gain from a second pass only without it
     common = tiny_overrides + ADVERSARIAL_FROM_STEP_0 + ["algorithm.name=uniapl", "rollout.max_new_tokens=2", "training.learning_rate=1e-3",
                                                          "algorithm.discriminator.learning_rate=1e-2", "training.adam_epsilon=1e-6"]
     runs, passes, forwards = {}, {}, {}

@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 
 from uniapl.train.anchor import AnchorScores
-from uniapl.train.sequences import SequenceBatch, pack
+from uniapl.train.sequences import SequenceBatch, length_buckets, pack, passes_cost
 
 ROLLOUT, EXPERT_MEMBER, DEMO = "rollout", "expert_member", "demo"
 
@@ -95,16 +95,6 @@ class BatchLayout:
         return self.rl & ~self.on_policy
 
 
-PASS_OVERHEAD_TOKENS = 64  # what one more pass costs beyond its tokens, in token slots: buckets stop splitting there
-
-
-def padded_cost(rows: list[TrainRow]) -> int:
-    """Tokens one pass forwards: each distinct prompt once, padded to the longest, and every completion padded
-    to the longest completion."""
-    prompts = {tuple(r.prompt_ids) for r in rows}
-    return len(prompts) * max(len(p) for p in prompts) + len(rows) * max(max(len(r.completion_ids) for r in rows), 1)
-
-
 def plan_passes(rows: list[TrainRow], size: int, by_length: bool, keep_rl_together: bool = False) -> list[list[int]]:
     """Row indices of each forward/backward pass, at most `size` rows a pass, and rows with one prompt in the same
     pass, which then forwards that prompt once. With `by_length`, the plan that forwards the fewest padded tokens
@@ -135,31 +125,4 @@ def plan_passes(rows: list[TrainRow], size: int, by_length: bool, keep_rl_togeth
         plans.append(chunks(demos) + chunks(rl_rows))
     rl_plan = chunks(rl_rows) if keep_rl_together else length_buckets(rows, rl_groups, size)
     plans.append(length_buckets(rows, [[i] for i in demos], size) + rl_plan)
-    cost = lambda passes: sum(padded_cost([rows[i] for i in p]) + PASS_OVERHEAD_TOKENS for p in passes)  # noqa: E731
-    return min(plans, key=cost)  # the first of equals: fewer passes
-
-
-def length_buckets(rows: list[TrainRow], units: list[list[int]], size: int) -> list[list[int]]:
-    """The units (rows that must share a pass) sorted by length and cut into consecutive passes of at most `size`
-    rows, where the cuts minimize the padded tokens plus `PASS_OVERHEAD_TOKENS` a pass (dynamic programming)."""
-    units = [unit[s : s + size] for unit in units for s in range(0, len(unit), size)]  # a group larger than a pass is cut
-    if not units:
-        return []
-    length = lambda unit: (max(len(rows[i].completion_ids) for i in unit), max(len(rows[i].prompt_ids) for i in unit))  # noqa: E731
-    units = sorted(units, key=length)
-    best = [0.0] + [float("inf")] * len(units)  # best[j]: the cheapest plan of the first j units
-    cut = [0] * (len(units) + 1)
-    for j in range(1, len(units) + 1):
-        members: list[int] = []
-        for i in range(j - 1, -1, -1):  # the last pass holds units i..j-1
-            members = units[i] + members
-            if len(members) > size:
-                break
-            cost = best[i] + padded_cost([rows[k] for k in members]) + PASS_OVERHEAD_TOKENS
-            if cost < best[j]:
-                best[j], cut[j] = cost, i
-    passes, j = [], len(units)
-    while j:
-        passes.insert(0, [k for unit in units[cut[j] : j] for k in unit])
-        j = cut[j]
-    return passes
+    return min(plans, key=lambda passes: passes_cost(rows, passes))  # the first of equals: fewer passes

@@ -10,7 +10,7 @@ member, its paired demonstration) forward that prompt once and attend to its KV 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import NamedTuple, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -67,6 +67,69 @@ def pack(prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[
         index.setdefault(tuple(p), len(index))
     return SequenceBatch(torch.tensor(rows), torch.tensor(masks), torch.tensor(completion_masks, dtype=torch.float32), prompt_width,
                          torch.tensor([index[tuple(p)] for p in prompt_ids]))
+
+
+class TokenRow(Protocol):
+    """What planning passes needs of a row: its prompt's and its completion's token ids."""
+
+    @property
+    def prompt_ids(self) -> Sequence[int]: ...
+
+    @property
+    def completion_ids(self) -> Sequence[int]: ...
+
+
+class PromptCompletion(NamedTuple):
+    prompt_ids: Sequence[int]
+    completion_ids: Sequence[int]
+
+
+PASS_OVERHEAD_TOKENS = 64  # what one more pass costs beyond its tokens, in token slots: buckets stop splitting there
+
+
+def padded_cost(rows: Sequence[TokenRow]) -> int:
+    """Tokens one pass forwards: each distinct prompt once, padded to the longest, and every completion padded
+    to the longest completion."""
+    prompts = {tuple(r.prompt_ids) for r in rows}
+    return len(prompts) * max(len(p) for p in prompts) + len(rows) * max(max(len(r.completion_ids) for r in rows), 1)
+
+
+def passes_cost(rows: Sequence[TokenRow], passes: list[list[int]]) -> int:
+    return sum(padded_cost([rows[i] for i in members]) + PASS_OVERHEAD_TOKENS for members in passes)
+
+
+def length_buckets(rows: Sequence[TokenRow], units: list[list[int]], size: int) -> list[list[int]]:
+    """The units (rows that must share a pass) sorted by length and cut into consecutive passes of at most `size`
+    rows, where the cuts minimize `passes_cost` (dynamic programming; a candidate pass's cost grows as it takes
+    one more unit, so a plan costs O(units x size))."""
+    units = [unit[s : s + size] for unit in units for s in range(0, len(unit), size)]  # a group larger than a pass is cut
+    if not units:
+        return []
+    prompt_number: dict[tuple, int] = {}
+    prompt_of = [prompt_number.setdefault(tuple(r.prompt_ids), len(prompt_number)) for r in rows]
+    length = lambda unit: (max(len(rows[i].completion_ids) for i in unit), max(len(rows[i].prompt_ids) for i in unit))  # noqa: E731
+    units = sorted(units, key=length)
+    best = [0.0] + [float("inf")] * len(units)  # best[j]: the cheapest plan of the first j units
+    cut = [0] * (len(units) + 1)
+    for j in range(1, len(units) + 1):
+        prompts: set[int] = set()
+        members, longest_prompt, longest_completion = 0, 0, 1
+        for i in range(j - 1, -1, -1):  # the last pass holds units i..j-1
+            members += len(units[i])
+            if members > size:
+                break
+            for k in units[i]:
+                prompts.add(prompt_of[k])
+                longest_prompt = max(longest_prompt, len(rows[k].prompt_ids))
+                longest_completion = max(longest_completion, len(rows[k].completion_ids))
+            cost = best[i] + len(prompts) * longest_prompt + members * longest_completion + PASS_OVERHEAD_TOKENS
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    passes, j = [], len(units)
+    while j:
+        passes.insert(0, [k for unit in units[cut[j] : j] for k in unit])
+        j = cut[j]
+    return passes
 
 
 @dataclass
@@ -169,12 +232,21 @@ def completion_logprobs(
     pad_id: int,
     temperature: float = 1.0,
     batch_size: int = 8,
+    by_length: bool = True,
 ) -> list[list[float]]:
-    """Per-token log-probs the model gives each completion, teacher-forced after its prompt."""
+    """Per-token log-probs the model gives each completion, teacher-forced after its prompt, in the rows' order.
+    `by_length` forwards rows of like lengths together (`length_buckets`), so that a short row does not pay for the
+    padding of a long one (docs/benchmarks.md, "An analysis's scoring in length buckets")."""
     device = next(model.parameters()).device
-    out: list[list[float]] = []
-    for start in range(0, len(prompt_ids), batch_size):
-        batch = pack(prompt_ids[start : start + batch_size], completion_ids[start : start + batch_size], pad_id).to(device)
-        logp = score_tokens(model, batch, torch.full((len(batch.input_ids),), temperature, device=device)).logp
-        out.extend(row[mask.bool()].tolist() for row, mask in zip(logp, batch.completion_mask))
+    rows = [PromptCompletion(p, c) for p, c in zip(prompt_ids, completion_ids)]
+    if by_length:
+        passes = length_buckets(rows, [[i] for i in range(len(rows))], batch_size)
+    else:
+        passes = [list(range(s, min(s + batch_size, len(rows)))) for s in range(0, len(rows), batch_size)]
+    out: list[list[float]] = [[] for _ in rows]
+    for members in passes:
+        batch = pack([prompt_ids[i] for i in members], [completion_ids[i] for i in members], pad_id).to(device)
+        logp = score_tokens(model, batch, torch.full((len(members),), temperature, device=device)).logp
+        for i, row, mask in zip(members, logp, batch.completion_mask):
+            out[i] = row[mask.bool()].tolist()
     return out
