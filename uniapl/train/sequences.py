@@ -5,6 +5,7 @@ position ids follow the attention mask exactly as they do during generation. `sc
 model without its output layer and applies that layer in chunks (uniapl.train.lm_head), so no pass holds
 full-vocabulary logits; and with `share_prefix`, rows with the same prompt (a prompt's rollouts, its LUFFY
 member, its paired demonstration) forward that prompt once and attend to its KV cache, gradients included.
+`length_buckets` puts rows of like lengths in the same passes, so that short rows do not pay for a long one's padding.
 """
 
 from __future__ import annotations
