@@ -123,6 +123,7 @@ def length_buckets(rows: Sequence[TokenRow], units: list[list[int]], size: int) 
                 prompts.add(prompt_of[k])
                 longest_prompt = max(longest_prompt, len(rows[k].prompt_ids))
                 longest_completion = max(longest_completion, len(rows[k].completion_ids))
+            # padded_cost of units i..j-1, kept up to date as the pass grows
             cost = best[i] + len(prompts) * longest_prompt + members * longest_completion + PASS_OVERHEAD_TOKENS
             if cost < best[j]:
                 best[j], cut[j] = cost, i
