@@ -442,6 +442,23 @@ def test_one_named_lane_runs_its_queue_on_its_core_and_keeps_the_other_lanes_cla
         assert f"LANE is '{bad}'; it may be 0 or 1" in error
 
 
+def test_two_lanes_started_together_on_a_fresh_clone_refit_the_discriminator_once(tmp_path):
+    """LANE=0 and LANE=1 queues started at the same moment both find the fit missing: one refits it, the other waits."""
+    write_json(tmp_path / "docs/repro2/discriminators/minilm/report.json", {"auc": 0.9})  # what the fake fit reports
+    run_stage(tmp_path, "grid", "grpo:1", LANE="0")  # lays the scripts and the fake out
+    shutil.rmtree(tmp_path / "runs")
+    (tmp_path / "calls.log").unlink()
+    environment = {"PATH": "/usr/bin:/bin", "UNIAPL": str(tmp_path / "fake-uniapl"), "PYTHON": sys.executable,
+                   "CALLS": str(tmp_path / "calls.log"), "FAIL": "none"}
+    lanes = [subprocess.Popen(["bash", "scripts/repro2/run.sh", "grid", f"grpo:{lane + 1}"], cwd=tmp_path,
+                              env={**environment, "LANE": str(lane)}, stderr=subprocess.PIPE, text=True) for lane in (0, 1)]
+    for lane in lanes:
+        assert lane.wait(timeout=120) == 0, lane.stderr.read()
+    calls = [line.split() for line in (tmp_path / "calls.log").read_text().splitlines()]
+    assert [c[1] for c in calls].count("discriminator") == 1
+    assert sorted(option(c, "--seeds") for c in calls if c[1] == "compare") == ["1", "2"]
+
+
 def test_a_fresh_clone_refits_only_the_discriminator_the_runs_train_against(tmp_path):
     published = tmp_path / "docs/repro2/discriminators"
     for variant in ("ngram", "policy"):

@@ -140,7 +140,8 @@ SCORE=()  # `--discriminator` for the evaluations, where the fit is the publishe
 jobs=()  # a queue's jobs, "ALGORITHM SEED" or "ALGORITHM LEARNING_RATE"
 
 published_fit() {  # published_fit FIT: whether runs/repro2/disc-FIT is the published fit, refitted first where it is missing
-  [ -f $RUNS/disc-$1/discriminator.json ] || bash "$SELF" discriminator "$1"
+  # under a lock, so that two queues started together on a fresh clone refit it once, not both into one folder
+  ( flock 9 && { [ -f $RUNS/disc-$1/discriminator.json ] || bash "$SELF" discriminator "$1"; } ) 9> "$RUNS/.refit-$1.lock"
   local published=docs/repro2/discriminators/$1/report.json
   same_fit $RUNS/disc-$1/report.json $published && return 0
   echo "run.sh: $RUNS/disc-$1 is not the fit that the grid uses ($published differs in held-out AUC, accuracy or" \
