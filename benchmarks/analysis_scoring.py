@@ -59,9 +59,12 @@ def main() -> None:
             scored[by_length] = completion_logprobs(model, prompt_ids, completions, tokenizer.pad_token_id, batch_size=batch_size,
                                                     by_length=by_length)
             seconds = time.perf_counter() - start
-            difference = max(abs(a - b) for row, other in zip(scored[by_length], scored[False]) for a, b in zip(row, other))
+            if by_length:
+                difference = f"{max(abs(a - b) for row, other in zip(scored[True], scored[False]) for a, b in zip(row, other)):.2e}"
+            else:
+                difference = "(the reference)"
             layout = "length buckets" if by_length else "in order"
-            print(f"| {side}, {layout} | {len(slots)} | {sum(slots)} | {real} | {seconds:.1f} | {difference:.2e} |")
+            print(f"| {side}, {layout} | {len(slots)} | {sum(slots)} | {real} | {seconds:.1f} | {difference} |")
 
 
 if __name__ == "__main__":

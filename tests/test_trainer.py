@@ -272,8 +272,7 @@ def test_demonstrations_and_rollouts_of_very_different_lengths_go_into_length_bu
     rows = rollouts + demos
     plan = plan_passes(rows, len(rows), True)
     assert plan == [[11, 9, 12, 14], [8, 15, 10, 13], [0, 1, 2, 3], [4, 5, 6, 7]]
-    cost = lambda passes: passes_cost(rows, passes)  # noqa: E731
-    assert cost(plan) < cost([list(range(8, 16)), list(range(8))]) < cost([list(range(16))])
+    assert passes_cost(rows, plan) < passes_cost(rows, [list(range(8, 16)), list(range(8))]) < passes_cost(rows, [list(range(16))])
     assert plan_passes(rows, len(rows), True, keep_rl_together=True)[-1] == list(range(8))
     assert all(len(p) <= 3 for p in plan_passes(rows, 3, True))
 
