@@ -107,6 +107,23 @@ def test_results_table_gives_no_standard_error_for_one_seed(tmp_path):
     assert "- sft_then_grpo − grpo, held-out reward: +0.0300 (no standard error: n=1 and 1)" in out
 
 
+def test_results_table_compares_the_second_group_with_grpo_sft_then_grpo_and_uniapl(tmp_path):
+    grid = tmp_path / "runs/repro/grid"
+    rewards = {"grpo": 0.40, "sft_then_grpo": 0.50, "uniapl": 0.42, "chord": 0.44, "grpo_aapa": 0.38, "sft": 0.41}
+    for algorithm, reward in rewards.items():
+        write_json(grid / f"{algorithm}-seed1/final/heldout/ifeval_scores.json", heldout_scores(reward))
+    differences = [line for line in script("results_table.py", cwd=tmp_path).stdout.splitlines()
+                   if line.startswith(("- chord", "- grpo_aapa", "- sft −"))]
+    assert differences == [
+        "- chord − grpo, held-out reward: +0.0400 (no standard error: n=1 and 1)",
+        "- chord − sft_then_grpo, held-out reward: -0.0600 (no standard error: n=1 and 1)",
+        "- chord − uniapl, held-out reward: +0.0200 (no standard error: n=1 and 1)",
+        "- grpo_aapa − grpo, held-out reward: -0.0200 (no standard error: n=1 and 1)",
+        "- sft − grpo, held-out reward: +0.0100 (no standard error: n=1 and 1)",
+        "- sft − sft_then_grpo, held-out reward: -0.0900 (no standard error: n=1 and 1)",
+    ]
+
+
 def test_the_second_grid_reads_its_own_folder_and_compares_staged_aapa_too(tmp_path):
     runs = tmp_path / "runs/repro2"
     for lr, reward in (("1e-5", 0.40), ("3e-5", 0.45)):

@@ -47,9 +47,12 @@ COLUMNS = [
 ]
 ALGORITHMS = ["grpo", "sft_then_grpo", "uniapl", "uniapl_no_adv", "staged_aapa", "grpo_aapa", "sft", "chord", "luffy",
               "uniapl_fixed_lambda"]
-# ours against each baseline, then what the demonstrations give the staged baseline
+# ours against each baseline, then what the demonstrations give the staged baseline; then the second group: CHORD,
+# the other one-stage mix of SFT and RL, against the same two and UniAPL, AAPA's anchor as a plug-in to GRPO, and SFT
+# alone against RL alone and against SFT followed by RL
 PAIRS = [("uniapl", "grpo"), ("uniapl", "sft_then_grpo"), ("staged_aapa", "grpo"), ("staged_aapa", "sft_then_grpo"),
-         ("sft_then_grpo", "grpo")]
+         ("sft_then_grpo", "grpo"), ("chord", "grpo"), ("chord", "sft_then_grpo"), ("chord", "uniapl"),
+         ("grpo_aapa", "grpo"), ("sft", "grpo"), ("sft", "sft_then_grpo")]
 COMPARED = [("IFEval prompt strict", True), ("IFEval inst strict", True), ("held-out reward", False)]
 
 
